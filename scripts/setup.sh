@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs tvm_npu with its pinned dependencies; builds the C++ parts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+test -f npu_emulator/_lib/libnpu_emulator.so || { echo 'setup: the emulator library was not built' >&2; exit 1; }
+.venv/bin/python -c "import tvm_npu; print('tvm_npu', tvm_npu.__version__, 'installed')"
