@@ -53,9 +53,11 @@ def _load_isa_generator():
     return sys.modules["tvm_npu.isa.gen_cpp"]
 
 
-# (output library relative to the package root, source directories, extra libraries to link)
+# (output library relative to the package root, source directories, extra libraries to link).
+# One library holds the emulator core, its bindings and the TVM runtime module of kind "npu", so the
+# runtime module calls the emulator directly and every global function is registered once.
 NATIVE_LIBS = [
-    ("npu_emulator/_lib/libnpu_emulator.so", ["npu_emulator/src"], []),
+    ("npu_emulator/_lib/libnpu_emulator.so", ["npu_emulator/src", "tvm_npu/runtime_module"], []),
 ]
 
 
@@ -69,7 +71,8 @@ class BuildNative(build_ext):
         header = ROOT / "npu_emulator" / "src" / "isa_gen.h"
         gen.main([str(header)])
         cxx = os.environ.get("CXX") or (sysconfig.get_config_var("CXX") or "g++").split()[0]
-        includes = [f"-I{p}" for p in tvm_ffi.libinfo.include_paths()] + [f"-I{ROOT / 'npu_emulator' / 'src'}"]
+        includes = [f"-I{p}" for p in tvm_ffi.libinfo.include_paths()]
+        includes += [f"-I{ROOT / 'npu_emulator' / 'src'}", f"-I{ROOT / 'tvm_npu' / 'runtime_module'}"]
         libdir = str(Path(tvm_ffi.libinfo.find_libtvm_ffi()).parent)
         flags = ["-std=c++17", "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fvisibility=hidden",
                  "-Wall", "-Wextra", "-Wno-unused-parameter"]
@@ -80,8 +83,10 @@ class BuildNative(build_ext):
             targets = [ROOT / rel_out] if editable else [Path(self.build_lib) / rel_out]
             for target in targets:
                 target.parent.mkdir(parents=True, exist_ok=True)
+                # rpath for a regular install (site-packages/npu_emulator/_lib -> site-packages/tvm_ffi/lib);
+                # editable installs rely on tvm_ffi having loaded libtvm_ffi.so before this library.
                 cmd = [cxx, *flags, *includes, *sources, "-o", str(target), f"-L{libdir}", "-ltvm_ffi",
-                       *extra]
+                       "-Wl,-rpath,$ORIGIN/../../tvm_ffi/lib", *extra]
                 print(" ".join(cmd))
                 subprocess.check_call(cmd)
 

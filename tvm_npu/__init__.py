@@ -1,7 +1,8 @@
 """tvm_npu: compile models for the NPU from Apache TVM.
 
-The foundation layer (configuration, ISA, artifact) is importable without TVM's compiler stack;
-the TVM integration registers itself when the compiler modules are imported.
+`import tvm_npu` registers the NPU with TVM: the target tags (`npu`, `npu-nano`, `npu-edge`,
+`npu-pro`), the `npu.*` pattern table, the `relax.ext.npu` code generator, the runtime module
+loader and the pipeline hook that makes `tvm.compile(mod, target="npu")` partition.
 """
 
 from .config import PRESETS, NPUConfig, get_config
@@ -9,4 +10,24 @@ from .artifact import Artifact, ArtifactError
 from . import isa
 
 __version__ = "0.1.0"
-__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "__version__"]
+
+
+def _register() -> None:
+    import npu_emulator
+
+    from . import target
+    from .relay_ext import codegen, patterns
+
+    npu_emulator.load_library()  # the emulator and the "npu" runtime module loader live in one library
+    patterns.register()
+    codegen.register()
+    target.register()
+
+
+_register()
+
+from .target import npu_target  # noqa: E402
+from .relay_ext.partition import last_report, partition_for_npu  # noqa: E402
+
+__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report",
+           "partition_for_npu", "__version__"]

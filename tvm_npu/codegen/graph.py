@@ -1,0 +1,179 @@
+"""Compiles one partitioned Relax function (Codegen="npu") into an executable Artifact.
+
+The function's body is a chain of calls to composite functions (`npu.*`). Each becomes one
+operator: its description is re-derived from the registered pattern (the same `describe` the
+checks used), its operands are placed in DRAM (function inputs and outputs in the IO region,
+intermediates in SCRATCH, constants in CONST), and `Lowerer` emits its tiled instructions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.backend.pattern_registry import get_pattern
+
+from .. import __version__
+from ..artifact import Artifact, IOTensor, ProvenanceRange
+from ..config import NPUConfig
+from ..isa import DType, Region
+from ..relay_ext.ops import OpDesc, Unsupported, describe, tensor_desc
+from . import plans as P
+from .lower import Lowerer
+from .memory import ConstPool, DramTensor
+
+_NPU_DTYPE = {"float32": DType.FP16, "float16": DType.FP16, "int8": DType.INT8, "int16": DType.INT16,
+              "int32": DType.INT32}
+_IO_NAME = {DType.FP16: "float16", DType.INT8: "int8", DType.INT16: "int16", DType.INT32: "int32"}
+
+
+@dataclasses.dataclass
+class OpRecord:
+    """One lowered operator, for reports: where its instructions are and what it was planned as."""
+
+    composite: str
+    binding: str
+    sources: List[str]
+    kind: str
+    plan: Optional[P.Plan]
+    macs: int
+    instr_range: Tuple[int, int]
+    predicted_cycles: int
+
+
+def composite_desc(fn: relax.Function) -> OpDesc:
+    """Re-matches a composite function's body against its registered pattern."""
+    name = str(fn.attrs["Composite"])
+    fp = get_pattern(name)
+    if fp is None:
+        raise Unsupported(f"composite {name} is not in the pattern registry")
+    var2val = relax.analysis.get_var2val(fn)
+    matched = fp.pattern.extract_matched_expr(fn.body.body, var2val)
+    if matched is None:
+        raise Unsupported(f"composite {name}: its body no longer matches the pattern")
+    ann = {k: matched[p] for k, p in fp.annotation_patterns.items() if p in matched}
+    return describe(name, ann)
+
+
+def _bindings(fn: relax.Function):
+    for block in fn.body.blocks:
+        yield from block.bindings
+
+
+def macs_of(desc: OpDesc) -> int:
+    if desc.kind == "conv2d":
+        g = P.conv_geom(desc)
+        return g.n * g.oh * g.ow * g.cout * g.kh * g.kw * g.cg
+    if desc.kind == "matmul":
+        rows, k, n = P.matmul_geom(desc)
+        return rows * k * n
+    return 0
+
+
+class FunctionCompiler:
+    def __init__(self, config: NPUConfig, double_buffer: bool = True, plans: Optional[Dict[str, P.Plan]] = None):
+        self.config = config
+        self.double_buffer = double_buffer
+        self.plan_overrides = plans or {}
+
+    def compile(self, fn: relax.Function, symbol: str) -> Tuple[Artifact, List[OpRecord]]:
+        consts = ConstPool()
+        low = Lowerer(self.config, consts, self.double_buffer)
+        values: Dict[relax.Var, DramTensor] = {}
+        io: List[IOTensor] = []
+        io_top = 0
+
+        def io_tensor(name: str, kind: str, ty) -> DramTensor:
+            nonlocal io_top
+            dtype = _NPU_DTYPE.get(str(ty.dtype))
+            if dtype is None:
+                raise Unsupported(f"{kind} {name} of dtype {ty.dtype}")
+            shape = tuple(int(v) for v in ty.shape.values)
+            t = DramTensor(Region.IO, io_top, shape, dtype)
+            io.append(IOTensor(name, kind, _IO_NAME[dtype], shape, io_top, "logical"))
+            io_top = (io_top + t.nbytes + 15) // 16 * 16
+            return t
+
+        for p in fn.params:
+            values[p] = io_tensor(p.name, "input", p.ty)
+        ret = fn.body.body
+        outputs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+        out_set = {o: i for i, o in enumerate(outputs)}
+        scratch_top = 0
+        composites: Dict[relax.Var, relax.Function] = {}
+        records: List[OpRecord] = []
+        pending_outputs: Dict[relax.Var, DramTensor] = {}
+        for o in outputs:
+            if not isinstance(o, relax.Var):
+                raise Unsupported("function output is not a variable")
+        for i, o in enumerate(outputs):
+            if o not in values:
+                pending_outputs[o] = io_tensor(f"output{i}", "output", o.ty)
+
+        for b in _bindings(fn):
+            v = b.value
+            if isinstance(v, relax.Function) and v.attrs is not None and "Composite" in v.attrs:
+                composites[b.var] = v
+                continue
+            if not isinstance(v, relax.Call):
+                raise Unsupported(f"unexpected binding {b.var.name} in an NPU function")
+            comp = composites.get(v.op) if isinstance(v.op, relax.Var) else v.op
+            if not isinstance(comp, relax.Function):
+                raise Unsupported(f"binding {b.var.name} does not call a composite")
+            desc = composite_desc(comp)
+            arg_of = dict(zip(comp.params, v.args))
+            ins: List[DramTensor] = []
+            for expr, t in zip(desc.exprs, desc.inputs):
+                if t.is_const:
+                    ins.append(consts.tensor(t.const, DType.FP16))
+                    continue
+                outer = arg_of.get(expr)
+                if outer is None or outer not in values:
+                    raise Unsupported(f"operand of {desc.composite} is not a function input or earlier result")
+                ins.append(values[outer])
+            if b.var in pending_outputs:
+                out = pending_outputs[b.var]
+            else:
+                dtype = _NPU_DTYPE[str(b.var.ty.dtype)]
+                out = DramTensor(Region.SCRATCH, scratch_top, tuple(int(x) for x in b.var.ty.shape.values), dtype)
+                scratch_top = (scratch_top + out.nbytes + 15) // 16 * 16
+            values[b.var] = out
+            start = len(low.program)
+            plan = self._lower(low, desc, ins, out, b.var.name)
+            records.append(OpRecord(desc.composite, b.var.name, desc.sources, desc.kind, plan, macs_of(desc),
+                                    (start, len(low.program)), low.estimates[-1]))
+        missing = [o for o in outputs if o not in values]
+        if missing:
+            raise Unsupported("an output of the NPU function is not computed by it")
+        low.program.emit("end")
+        provenance = [ProvenanceRange(r.instr_range[0], r.instr_range[1], r.composite,
+                                      f"{' + '.join(r.sources)} -> {r.binding}") for r in records
+                      if r.instr_range[1] > r.instr_range[0]]
+        art = Artifact(self.config, low.program.encode(), bytes(consts.data), io, scratch_top, provenance,
+                       {"tvm_npu": __version__, "symbol": symbol, "transposing_dma": low.stats["transposing_dma"],
+                        "steps": low.stats["steps"]})
+        return art, records
+
+    def _lower(self, low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, binding: str):
+        if desc.kind in ("conv2d", "matmul"):
+            plan = P.plan_for(desc, self.config, self.plan_overrides.get(binding))
+            getattr(low, desc.kind)(desc, ins[0], out, plan)
+            return plan
+        if desc.kind in ("binary", "activation"):
+            low.elementwise(desc, ins, out)
+        elif desc.kind == "concat":
+            low.concat(desc, ins, out)
+        else:
+            getattr(low, desc.kind)(desc, ins[0], out)
+        return None
+
+
+def compile_function(fn: relax.Function, symbol: str, config: NPUConfig, **kwargs) -> Tuple[Artifact, List[OpRecord]]:
+    return FunctionCompiler(config, **kwargs).compile(fn, symbol)
+
+
+__all__ = ["compile_function", "composite_desc", "FunctionCompiler", "OpRecord", "macs_of", "np", "tvm",
+           "tensor_desc"]

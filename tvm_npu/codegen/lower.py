@@ -1,0 +1,479 @@
+"""Lowering of NPU operators (OpDesc) to tiled, double-buffered NPU instructions.
+
+Every DRAM tensor keeps its logical Relax layout (dense, row-major); the DMA descriptors view it
+as the NHWC tiles the MAC array and vector unit need, so NCHW models need no transpose operators:
+the layout change is folded into the strided loads and stores (counted in `stats`).
+Float graphs run in fp16 with fp32 accumulation: activations and weights are fp16, accumulators,
+bias and the epilogue fp32, rounded once to fp16 on the way out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..config import NPUConfig
+from ..isa import DType, Func, Instr, PoolMode, Program, ReduceMode, Space, TensorRef
+from ..isa.spec import DTYPE_SIZE
+from ..perf_model import pipeline_cycles
+from ..relay_ext.ops import Activation, OpDesc, Unsupported
+from . import plans as P
+from .memory import ConstPool, DramTensor, SramAllocator, sram_bytes
+from .pipeline import Step, emit_pipeline
+
+F16, F32 = DType.FP16, DType.FP32
+INF = float("inf")
+_FUNCS = {"sigmoid": Func.SIGMOID, "tanh": Func.TANH, "gelu": Func.GELU, "gelu_tanh": Func.GELU_TANH}
+
+
+def _load(dst: TensorRef, src, pad=(0, 0, 0, 0), pad_value: int = 0) -> Instr:
+    return Instr.make("dma.load", dst=dst, src=src, pad_top=pad[0], pad_bottom=pad[1], pad_left=pad[2],
+                      pad_right=pad[3], pad_value=pad_value)
+
+
+def _at(t: TensorRef, shape: Sequence[int]) -> TensorRef:
+    """The same buffer seen with smaller dims (edge tiles)."""
+    return TensorRef(t.space, t.dtype, t.addr, tuple(shape))
+
+
+def _binop(op: str, a: TensorRef, b: TensorRef, o: TensorRef) -> Instr:
+    return Instr.make(op, a=a, b=b, o=o)
+
+
+class Lowerer:
+    """Lowers operators one after another into one program; operators are separated by barriers."""
+
+    def __init__(self, config: NPUConfig, consts: ConstPool, double_buffer: bool = True):
+        self.config = config
+        self.consts = consts
+        self.program = Program()
+        self.double_buffer = double_buffer
+        self.stats = {"transposing_dma": 0, "steps": 0}
+        self.estimates: List[int] = []  # predicted cycles per lowered operator (perf_model)
+
+    # ---- common helpers ---------------------------------------------------------------------
+    def _finish(self, steps: List[Step]) -> None:
+        self.estimates.append(pipeline_cycles(steps, self.config, self.double_buffer))
+        self.stats["steps"] += len(steps)
+        for s in steps:
+            self.stats["transposing_dma"] += sum(1 for i in s.loads + s.stores if _transposes(i))
+        emit_pipeline(self.program, steps, self.double_buffer)
+        self.program.emit("barrier")
+
+    def _slots(self, alloc: SramAllocator, space: Space, shape, dtype, what: str) -> List[TensorRef]:
+        n = 2 if self.double_buffer else 1
+        return [alloc.alloc(space, shape, dtype, f"{what} slot {i}") for i in range(n)]
+
+    def _slot(self, slots: List[TensorRef], rank: int) -> TensorRef:
+        return slots[rank % len(slots)]
+
+    def _epilogue(self, acc: TensorRef, act: Optional[Activation], tmp: Optional[TensorRef],
+                  alpha: Optional[TensorRef]) -> List[Instr]:
+        """Activation in place on an accumulator or ACT tile."""
+        if act is None:
+            return []
+        k = act.kind
+        if k == "relu":
+            return [Instr.make("vclamp", a=acc, o=acc, min_f=0.0, max_f=INF)]
+        if k == "clip":
+            return [Instr.make("vclamp", a=acc, o=acc, min_f=max(act.lo, -3.0e38), max_f=min(act.hi, 3.0e38))]
+        if k in _FUNCS:
+            return [Instr.make("vfunc", a=acc, o=acc, func=int(_FUNCS[k]))]
+        if k == "leaky_relu":  # max(x, alpha x), valid for 0 <= alpha <= 1
+            return [_binop("vmul", acc, alpha, tmp), _binop("vmax", acc, tmp, acc)]
+        if k == "silu":
+            return [Instr.make("vfunc", a=acc, o=tmp, func=int(Func.SIGMOID)), _binop("vmul", acc, tmp, acc)]
+        raise Unsupported(f"activation {k}")
+
+    def _act_consts(self, alloc: SramAllocator, act: Optional[Activation], space: Space, dtype: DType,
+                    shape) -> tuple:
+        """(tmp buffer, alpha scalar, load instructions) an activation needs."""
+        tmp = alpha = None
+        loads: List[Instr] = []
+        if act is not None and act.kind in ("silu", "leaky_relu"):
+            tmp = alloc.alloc(space, shape, dtype, "activation temporary")
+        if act is not None and act.kind == "leaky_relu":
+            alpha = alloc.alloc(space, (1, 1, 1, 1), dtype, "leaky relu slope")
+            c = self.consts.tensor(np.array([act.alpha]), dtype)
+            loads.append(_load(alpha, c.view((None, None, None, 0))))
+        return tmp, alpha, loads
+
+    # ---- conv2d --------------------------------------------------------------------------------
+    def conv2d(self, desc: OpDesc, x: DramTensor, out: DramTensor, plan: P.Plan) -> None:
+        g = P.conv_geom(desc)
+        ax = P.LAYOUT_AXES[desc.attrs["data_layout"]]
+        w = desc.inputs[1].const
+        wl = desc.attrs["kernel_layout"]
+        w_hwio = np.transpose(w, [wl.index("H"), wl.index("W"), wl.index("I"), wl.index("O")]).astype(np.float16)
+        wt = self.consts.tensor(w_hwio, F16)
+        bias = None
+        if len(desc.inputs) > 2:
+            b = desc.inputs[2].const.reshape(-1)
+            if b.size != g.cout:
+                raise Unsupported(f"bias has {b.size} values for {g.cout} output channels")
+            bias = self.consts.tensor(b.astype(np.float32), F32)
+        alloc = SramAllocator(self.config)
+        cin_t = g.tile_in_channels(plan.cols, plan.depth)
+        iwp = g.w + g.pad[1] + g.pad[3]
+        in_slots = self._slots(alloc, Space.ACT, (1, g.in_rows(plan.rows), iwp, cin_t), F16, "input")
+        out_slots = self._slots(alloc, Space.ACT, (1, plan.rows, g.ow, plan.cols), F16, "output")
+        cg_t = 1 if g.depthwise else (g.cg if g.groups > 1 else plan.depth)
+        w_slots = self._slots(alloc, Space.WGT, (g.kh, g.kw, cg_t, plan.cols), F16, "weight")
+        acc = alloc.alloc(Space.ACC, (1, plan.rows, g.ow, plan.cols), F32, "accumulator")
+        b_slots = self._slots(alloc, Space.ACC, (1, 1, 1, plan.cols), F32, "bias") if bias else []
+        tmp, alpha, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32,
+                                                   (1, plan.rows, g.ow, plan.cols))
+        depth_total = 1 if (g.depthwise or g.groups > 1) else g.cin
+        depth_step = 1 if (g.depthwise or g.groups > 1) else plan.depth
+        steps: List[Step] = []
+        load_rank = store_rank = w_rank = 0
+        prev_wk = wbuf = bbuf = None
+        for n in range(g.n):
+            for c0 in range(0, g.cout, plan.cols):
+                tc = min(plan.cols, g.cout - c0)
+                for y0 in range(0, g.oh, plan.rows):
+                    ty = min(plan.rows, g.oh - y0)
+                    r0 = y0 * g.sh - g.pad[0]
+                    r1 = (y0 + ty - 1) * g.sh - g.pad[0] + (g.kh - 1) * g.dh + 1
+                    ptop, pbot = max(0, -r0), max(0, r1 - g.h)
+                    for k0 in range(0, depth_total, depth_step):
+                        step = Step()
+                        if not steps:
+                            step.loads += const_loads
+                        last = k0 + depth_step >= depth_total
+                        if g.depthwise:
+                            ci0, ci_n = c0 * g.cin // g.cout, max(1, tc * g.cin // g.cout)
+                        elif g.groups > 1:
+                            ci0, ci_n = (c0 // g.ng) * g.cg, (tc // g.ng) * g.cg
+                        else:
+                            ci0, ci_n = k0, min(plan.depth, g.cin - k0)
+                        a = _at(self._slot(in_slots, load_rank), (1, r1 - r0, iwp, ci_n))
+                        step.loads.append(_load(a, x.view(ax, {ax[0]: n, ax[1]: max(r0, 0), ax[3]: ci0}),
+                                                (ptop, pbot, g.pad[1], g.pad[3])))
+                        # weights (and bias) change with the output-channel tile and the K chunk
+                        wk = (c0, k0)
+                        if w_rank == 0 or wk != prev_wk or depth_total > depth_step:
+                            wbuf = _at(self._slot(w_slots, w_rank), (g.kh, g.kw, cg_t if depth_total == 1 else
+                                                                     min(plan.depth, g.cin - k0), tc))
+                            step.loads.append(_load(wbuf, wt.view((0, 1, 2, 3), {2: k0, 3: c0})))
+                            if bias is not None and last:  # with the weights the epilogue's step uses
+                                bbuf = _at(self._slot(b_slots, w_rank), (1, 1, 1, tc))
+                                step.loads.append(_load(bbuf, bias.view((None, None, None, 0), {0: c0})))
+                            w_rank += 1
+                            prev_wk = wk
+                        acc_t = _at(acc, (1, ty, g.ow, tc))
+                        if g.depthwise:
+                            step.computes.append(Instr.make(
+                                "dwconv2d", a=a, w=wbuf, o=acc_t, stride_h=g.sh, stride_w=g.sw, dilation_h=g.dh,
+                                dilation_w=g.dw, accumulate=0))
+                        else:
+                            step.computes.append(Instr.make(
+                                "conv2d", a=a, w=wbuf, o=acc_t, stride_h=g.sh, stride_w=g.sw, dilation_h=g.dh,
+                                dilation_w=g.dw, groups=tc // g.ng if g.groups > 1 else 1,
+                                accumulate=int(k0 > 0)))
+                        load_rank += 1
+                        if last:
+                            if bias is not None:
+                                step.computes.append(_binop("vadd", acc_t, _at(bbuf, (1, 1, 1, tc)), acc_t))
+                            step.computes += self._epilogue(acc_t, desc.activation,
+                                                            _at(tmp, acc_t.shape) if tmp else None, alpha)
+                            o = _at(self._slot(out_slots, store_rank), (1, ty, g.ow, tc))
+                            step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
+                            step.stores.append(Instr.make("dma.store", src=o, dst=out.view(
+                                ax, {ax[0]: n, ax[1]: y0, ax[3]: c0})))
+                            store_rank += 1
+                        steps.append(step)
+        self._finish(steps)
+
+    # ---- matmul --------------------------------------------------------------------------------
+    def matmul(self, desc: OpDesc, x: DramTensor, out: DramTensor, plan: P.Plan) -> None:
+        rows, k, n = P.matmul_geom(desc)
+        x2 = DramTensor(x.region, x.offset, (rows, k), x.dtype)
+        o2 = DramTensor(out.region, out.offset, (rows, n), out.dtype)
+        wt = self.consts.tensor(desc.inputs[1].const.astype(np.float16), F16)
+        bias = None
+        if len(desc.inputs) > 2:
+            b = desc.inputs[2].const
+            if b.size != n:
+                raise Unsupported(f"bias has {b.size} values for {n} output columns")
+            bias = self.consts.tensor(b.reshape(-1).astype(np.float32), F32)
+        alloc = SramAllocator(self.config)
+        in_slots = self._slots(alloc, Space.ACT, (1, 1, plan.rows, plan.depth), F16, "input")
+        out_slots = self._slots(alloc, Space.ACT, (1, 1, plan.rows, plan.cols), F16, "output")
+        w_slots = self._slots(alloc, Space.WGT, (1, 1, plan.depth, plan.cols), F16, "weight")
+        acc = alloc.alloc(Space.ACC, (1, 1, plan.rows, plan.cols), F32, "accumulator")
+        b_slots = self._slots(alloc, Space.ACC, (1, 1, 1, plan.cols), F32, "bias") if bias else []
+        tmp, alpha, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32, (1, 1, plan.rows, plan.cols))
+        steps: List[Step] = []
+        load_rank = store_rank = w_rank = 0
+        wbuf = bbuf = None
+        chunks = range(0, k, plan.depth)
+        for c0 in range(0, n, plan.cols):
+            tn = min(plan.cols, n - c0)
+            for r0 in range(0, rows, plan.rows):
+                tm = min(plan.rows, rows - r0)
+                for k0 in chunks:
+                    tk = min(plan.depth, k - k0)
+                    last = k0 + plan.depth >= k
+                    step = Step()
+                    if not steps:
+                        step.loads += const_loads
+                    a = _at(self._slot(in_slots, load_rank), (1, 1, tm, tk))
+                    step.loads.append(_load(a, x2.view((None, None, 0, 1), {0: r0, 1: k0})))
+                    if w_rank == 0 or len(chunks) > 1 or r0 == 0:
+                        wbuf = _at(self._slot(w_slots, w_rank), (1, 1, tk, tn))
+                        step.loads.append(_load(wbuf, wt.view((None, None, 0, 1), {0: k0, 1: c0})))
+                        if bias is not None and last:
+                            bbuf = _at(self._slot(b_slots, w_rank), (1, 1, 1, tn))
+                            step.loads.append(_load(bbuf, bias.view((None, None, None, 0), {0: c0})))
+                        w_rank += 1
+                    acc_t = _at(acc, (1, 1, tm, tn))
+                    step.computes.append(Instr.make("gemm", a=a, w=wbuf, o=acc_t, accumulate=int(k0 > 0)))
+                    load_rank += 1
+                    if last:
+                        if bias is not None:
+                            step.computes.append(_binop("vadd", acc_t, _at(bbuf, (1, 1, 1, tn)), acc_t))
+                        step.computes += self._epilogue(acc_t, desc.activation,
+                                                        _at(tmp, acc_t.shape) if tmp else None, alpha)
+                        o = _at(self._slot(out_slots, store_rank), (1, 1, tm, tn))
+                        step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
+                        step.stores.append(Instr.make("dma.store", src=o, dst=o2.view((None, None, 0, 1),
+                                                                                      {0: r0, 1: c0})))
+                        store_rank += 1
+                    steps.append(step)
+        self._finish(steps)
+
+    # ---- elementwise, activations, softmax, mean, concat, pooling --------------------------------
+    def _row_tiles(self, shape4: Sequence[int], bytes_per_row: int, reserve: int = 0):
+        """Tiles (i0, j1, t1, j2, t2) over dims 0..2 of a 4-D shape with dim 3 whole, sized so that
+        `bytes_per_row` x rows fits ACT after `reserve` bytes."""
+        d0, d1, d2, _ = shape4
+        budget = (self.config.act_sram_bytes - reserve) // max(bytes_per_row, 1)
+        if budget < 1:
+            raise Unsupported(f"one row of {shape4[3]} elements does not fit ACT with double buffering")
+        t2 = min(d2, budget)
+        t1 = max(1, min(d1, budget // t2)) if t2 == d2 else 1
+        for i0 in range(d0):
+            for j1 in range(0, d1, t1):
+                for j2 in range(0, d2, t2):
+                    yield i0, j1, min(t1, d1 - j1), j2, min(t2, d2 - j2)
+
+    def elementwise(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
+        """Binary ops with broadcasting, and activations, on 4-D views of the logical shapes."""
+        shape4 = _pad4(out.shape)
+        o4 = DramTensor(out.region, out.offset, shape4, out.dtype)
+        ops = []
+        for t in ins:
+            ops.append(DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype))
+        row = sram_bytes((1, 1, 1, shape4[3]), F16)
+        n_buf = len(ops) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
+        slots = 2 if self.double_buffer else 1
+        steps: List[Step] = []
+        alloc_probe = SramAllocator(self.config)
+        tmp_act, alpha, const_loads = None, None, []
+        tiles = list(self._row_tiles(shape4, row * n_buf * slots, reserve=64))
+        t1m = max(t[2] for t in tiles)
+        t2m = max(t[4] for t in tiles)
+        bufs = [self._slots(alloc_probe, Space.ACT, (1, t1m if o.shape[1] > 1 else 1, t2m if o.shape[2] > 1 else 1,
+                                                     shape4[3] if o.shape[3] > 1 else 1), F16, f"operand {i}")
+                for i, o in enumerate(ops)]
+        out_slots = self._slots(alloc_probe, Space.ACT, (1, t1m, t2m, shape4[3]), F16, "output")
+        if desc.kind == "activation":
+            tmp_act, alpha, const_loads = self._act_consts(alloc_probe, desc.activation, Space.ACT, F16,
+                                                           (1, t1m, t2m, shape4[3]))
+        for rank, (i0, j1, t1, j2, t2) in enumerate(tiles):
+            step = Step(loads=list(const_loads) if rank == 0 else [])
+            srcs = []
+            for oi, o in enumerate(ops):
+                dims = (1, t1 if o.shape[1] > 1 else 1, t2 if o.shape[2] > 1 else 1, o.shape[3])
+                buf = _at(self._slot(bufs[oi], rank), dims)
+                start = {0: i0 if o.shape[0] > 1 else 0, 1: j1 if o.shape[1] > 1 else 0,
+                         2: j2 if o.shape[2] > 1 else 0}
+                step.loads.append(_load(buf, o.view((0, 1, 2, 3), start)))
+                srcs.append(buf)
+            dst = _at(self._slot(out_slots, rank), (1, t1, t2, shape4[3]))
+            if desc.kind == "binary":
+                step.computes.append(_binop("v" + desc.attrs["op"], srcs[0], srcs[1], dst))
+            else:
+                step.computes.append(Instr.make("vcvt", a=srcs[0], o=dst))
+                step.computes += self._epilogue(dst, desc.activation, _at(tmp_act, dst.shape) if tmp_act else None,
+                                                alpha)
+            step.stores.append(Instr.make("dma.store", src=dst, dst=o4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2})))
+            steps.append(step)
+        self._finish(steps)
+
+    def softmax(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:
+        shape = x.shape
+        axis = desc.attrs["axis"] % len(shape)
+        if axis != len(shape) - 1:
+            raise Unsupported("softmax over an axis other than the last")
+        rows, length = math.prod(shape[:-1]), shape[-1]
+        x2 = DramTensor(x.region, x.offset, (rows, length), x.dtype)
+        o2 = DramTensor(out.region, out.offset, (rows, length), out.dtype)
+        row = sram_bytes((1, 1, 1, length), F16)
+        budget = min((self.config.act_sram_bytes - 1024) // (row * 4 + 64),
+                     self.config.acc_sram_bytes // 64)
+        if budget < 1:
+            raise Unsupported(f"a softmax row of {length} does not fit ACT")
+        tr = min(rows, budget)
+        alloc = SramAllocator(self.config)
+        in_slots = self._slots(alloc, Space.ACT, (1, 1, tr, length), F16, "input")
+        out_slots = self._slots(alloc, Space.ACT, (1, 1, tr, length), F16, "output")
+        mx = alloc.alloc(Space.ACT, (1, 1, tr, 1), F16, "row max")
+        rec16 = alloc.alloc(Space.ACT, (1, 1, tr, 1), F16, "row reciprocal")
+        total = alloc.alloc(Space.ACC, (1, 1, tr, 1), F32, "row sum")
+        steps = []
+        for rank, r0 in enumerate(range(0, rows, tr)):
+            t = min(tr, rows - r0)
+            a = _at(self._slot(in_slots, rank), (1, 1, t, length))
+            o = _at(self._slot(out_slots, rank), (1, 1, t, length))
+            m, s, r = _at(mx, (1, 1, t, 1)), _at(total, (1, 1, t, 1)), _at(rec16, (1, 1, t, 1))
+            steps.append(Step(
+                loads=[_load(a, x2.view((None, None, 0, 1), {0: r0}))],
+                computes=[Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3),
+                          _binop("vsub", a, m, o),
+                          Instr.make("vfunc", a=o, o=o, func=int(Func.EXP)),
+                          Instr.make("vreduce", a=o, o=s, mode=int(ReduceMode.SUM), axis=3),
+                          Instr.make("vfunc", a=s, o=s, func=int(Func.RECIPROCAL)),
+                          Instr.make("vcvt", a=s, o=r),
+                          _binop("vmul", o, r, o)],
+                stores=[Instr.make("dma.store", src=o, dst=o2.view((None, None, 0, 1), {0: r0}))]))
+        self._finish(steps)
+
+    def mean(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:
+        shape = x.shape
+        axes = desc.attrs["axis"]
+        axes = tuple(range(len(shape))) if axes is None else tuple(sorted(a % len(shape) for a in axes))
+        if axes != tuple(range(axes[0], axes[-1] + 1)):
+            raise Unsupported(f"mean over non-adjacent axes {axes}")
+        outer = math.prod(shape[:axes[0]])
+        red = math.prod(shape[axes[0]:axes[-1] + 1])
+        inner = math.prod(shape[axes[-1] + 1:])
+        x3 = DramTensor(x.region, x.offset, (outer, red, inner), x.dtype)
+        o2 = DramTensor(out.region, out.offset, (outer, inner), out.dtype)
+        alloc = SramAllocator(self.config)
+        per = sram_bytes((1, 1, red, inner), F16) if inner > 1 else sram_bytes((1, 1, 1, red), F16)
+        budget = (self.config.act_sram_bytes - 1024) // (2 * per + 64)
+        if budget < 1:
+            raise Unsupported(f"a mean over {red} x {inner} elements does not fit ACT")
+        to = min(outer, budget)
+        if inner > 1:
+            in_shape, red_axis, o_shape = (1, to, red, inner), 2, (1, to, 1, inner)
+            view_axes = (None, 0, 1, 2)
+        else:
+            in_shape, red_axis, o_shape = (1, 1, to, red), 3, (1, 1, to, 1)
+            view_axes = (None, None, 0, 1)
+        in_slots = self._slots(alloc, Space.ACT, in_shape, F16, "input")
+        out_slots = self._slots(alloc, Space.ACT, o_shape, F16, "output")
+        acc = alloc.alloc(Space.ACC, o_shape, F32, "sum")
+        scale = alloc.alloc(Space.ACC, (1, 1, 1, 1), F32, "1/count")
+        scale_c = self.consts.tensor(np.array([1.0 / red]), F32)
+        steps = []
+        for rank, r0 in enumerate(range(0, outer, to)):
+            t = min(to, outer - r0)
+            ish = (1, t, red, inner) if inner > 1 else (1, 1, t, red)
+            osh = (1, t, 1, inner) if inner > 1 else (1, 1, t, 1)
+            a = _at(self._slot(in_slots, rank), ish)
+            o = _at(self._slot(out_slots, rank), osh)
+            s = _at(acc, osh)
+            src = x3.view(view_axes, {0: r0}) if inner > 1 else \
+                DramTensor(x.region, x.offset, (outer, red), x.dtype).view(view_axes, {0: r0})
+            dst = o2.view((None, 0, None, 1), {0: r0}) if inner > 1 else o2.view((None, None, 0, 1), {0: r0})
+            loads = [_load(a, src)]
+            if rank == 0:
+                loads.insert(0, _load(scale, scale_c.view((None, None, None, 0))))
+            steps.append(Step(loads=loads, computes=[
+                Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis),
+                _binop("vmul", s, scale, s),
+                Instr.make("vrequant", a=s, o=o)],
+                stores=[Instr.make("dma.store", src=o, dst=dst)]))
+        self._finish(steps)
+
+    def concat(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
+        axis = desc.attrs["axis"] % len(out.shape)
+        steps: List[Step] = []
+        alloc = SramAllocator(self.config)
+        rank_pad = 4 - len(out.shape)
+        o4 = DramTensor(out.region, out.offset, _pad4(out.shape), out.dtype)
+        a4 = axis + rank_pad
+        row = sram_bytes((1, 1, 1, o4.shape[3]), F16)
+        budget = (self.config.act_sram_bytes - 64) // (2 * row)
+        slots = None
+        offset = 0
+        rank = 0
+        for t in ins:
+            t4 = DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype)
+            tiles = list(self._row_tiles(t4.shape, 2 * row))
+            if slots is None:
+                slots = self._slots(alloc, Space.ACT, (1, max(x[2] for x in tiles) if tiles else 1,
+                                                       min(o4.shape[2], budget), o4.shape[3]), F16, "copy")
+            for i0, j1, t1, j2, t2 in tiles:
+                buf = _at(self._slot(slots, rank), (1, t1, t2, t4.shape[3]))
+                start_o = {0: i0, 1: j1, 2: j2}
+                start_o[a4] = start_o.get(a4, 0) + offset
+                steps.append(Step(loads=[_load(buf, t4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2}))],
+                                  stores=[Instr.make("dma.store", src=buf, dst=o4.view((0, 1, 2, 3), start_o))]))
+                rank += 1
+            offset += t4.shape[a4]
+        self._finish(steps)
+
+    def pool(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:
+        at = desc.attrs
+        ax = P.LAYOUT_AXES[at["layout"]]
+        xs, os_ = x.shape, out.shape
+        n, h, w, c = (xs[a] for a in ax)
+        oh, ow = os_[ax[1]], os_[ax[2]]
+        kh, kw = at["pool_size"]
+        sh, sw = at["strides"]
+        pt, pl = at["padding"][0], at["padding"][1]
+        cap = self.config.act_sram_bytes
+
+        def need(rows: int, tc: int) -> int:  # double-buffered input and output tiles
+            return 2 * (sram_bytes((1, min(h, (rows - 1) * sh + kh), w, tc), F16) + sram_bytes((1, rows, ow, tc), F16))
+
+        tc = c
+        while need(1, tc) > cap:
+            if tc <= 16:
+                raise Unsupported(f"one pooling window row ({w} x {tc}) does not fit ACT")
+            tc = max(16, (tc + 1) // 2)
+        rows = 1
+        while rows < oh and need(rows + 1, tc) <= cap:
+            rows += 1
+        alloc = SramAllocator(self.config)
+        in_slots = self._slots(alloc, Space.ACT, (1, min(h, (rows - 1) * sh + kh), w, tc), F16, "input")
+        out_slots = self._slots(alloc, Space.ACT, (1, rows, ow, tc), F16, "output")
+        mode = PoolMode.MAX if at["mode"] == "max" else PoolMode.AVG
+        steps = []
+        rank = 0
+        for b in range(n):
+            for c0 in range(0, c, tc):
+                tcc = min(tc, c - c0)
+                for y0 in range(0, oh, rows):
+                    ty = min(rows, oh - y0)
+                    r0 = y0 * sh - pt
+                    r1 = (y0 + ty - 1) * sh - pt + kh
+                    lo, hi = max(r0, 0), min(r1, h)
+                    a = _at(self._slot(in_slots, rank), (1, hi - lo, w, tcc))
+                    o = _at(self._slot(out_slots, rank), (1, ty, ow, tcc))
+                    steps.append(Step(
+                        loads=[_load(a, x.view(ax, {ax[0]: b, ax[1]: lo, ax[3]: c0}))],
+                        computes=[Instr.make("vpool", a=a, o=o, mode=int(mode), kh=kh, kw=kw, stride_h=sh,
+                                             stride_w=sw, pad_top=lo - r0, pad_left=pl)],
+                        stores=[Instr.make("dma.store", src=o, dst=out.view(ax, {ax[0]: b, ax[1]: y0, ax[3]: c0}))]))
+                    rank += 1
+        self._finish(steps)
+
+
+def _pad4(shape: Sequence[int]) -> tuple:
+    if len(shape) > 4:
+        raise Unsupported(f"rank {len(shape)} > 4")
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def _transposes(instr: Instr) -> bool:
+    """A DMA whose DRAM side does not walk the SRAM channel dim contiguously: a layout change."""
+    ref = instr.operands["src"] if instr.mnemonic == "dma.load" else instr.operands["dst"]
+    t = instr.operands["dst"] if instr.mnemonic == "dma.load" else instr.operands["src"]
+    return t.shape[3] > 1 and ref.strides[3] not in (0, DTYPE_SIZE[t.dtype])

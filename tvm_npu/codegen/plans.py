@@ -1,0 +1,231 @@
+"""Tile plans: the schedule parameters of each NPU operator, and the SRAM budget they must meet.
+
+A plan is what the auto-tuner searches and what the lowering obeys. `default_plan` picks the
+largest tiles that fit (fewest DMA descriptors and vector issues); `check_fit` says why a plan
+does not fit. Sizes follow the SRAM layout of docs/ISA.md (rows padded to 16 bytes) and the
+double buffering of codegen/pipeline.py (two input, two weight and two output slots).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from ..config import NPUConfig
+from ..isa import DType, Space
+from ..relay_ext.ops import OpDesc, Unsupported
+from .memory import sram_bytes
+
+F16, F32 = DType.FP16, DType.FP32
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Tile sizes of one operator. `rows`: output rows (or matrix rows) per tile; `cols`: output
+    channels (or matrix columns) per tile; `depth`: input channels (or K) per accumulation chunk."""
+
+    rows: int
+    cols: int
+    depth: int
+
+    def to_dict(self) -> Dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+# ---- geometry of each operator kind --------------------------------------------------------------
+
+LAYOUT_AXES = {"NCHW": (0, 2, 3, 1), "NHWC": (0, 1, 2, 3)}  # logical axes of SRAM (n, h, w, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeom:
+    n: int
+    h: int
+    w: int
+    cin: int
+    cout: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pad: Tuple[int, int, int, int]  # top, left, bottom, right
+    groups: int
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.cin
+
+    @property
+    def cg(self) -> int:  # input channels per group
+        return self.cin // self.groups
+
+    @property
+    def ng(self) -> int:  # output channels per group
+        return self.cout // self.groups
+
+    def in_rows(self, rows: int) -> int:
+        return (rows - 1) * self.sh + (self.kh - 1) * self.dh + 1
+
+    def tile_in_channels(self, cols: int, depth: int) -> int:
+        if self.depthwise:
+            return max(1, cols * self.cin // self.cout)
+        if self.groups > 1:
+            return (cols // self.ng) * self.cg
+        return depth
+
+
+def kernel_hw(desc: OpDesc) -> Tuple[int, int]:
+    w = desc.inputs[1].shape
+    layout = desc.attrs["kernel_layout"]
+    return w[layout.index("H")], w[layout.index("W")]
+
+
+def conv_geom(desc: OpDesc) -> ConvGeom:
+    layout = desc.attrs["data_layout"]
+    if layout not in LAYOUT_AXES:
+        raise Unsupported(f"data layout {layout} (NCHW or NHWC only)")
+    ax = LAYOUT_AXES[layout]
+    x, o = desc.inputs[0].shape, desc.output.shape
+    kh, kw = kernel_hw(desc)
+    p = desc.attrs["padding"]
+    pad = (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1])
+    return ConvGeom(x[ax[0]], x[ax[1]], x[ax[2]], x[ax[3]], o[ax[3]], o[ax[1]], o[ax[2]], kh, kw,
+                    *desc.attrs["strides"], *desc.attrs["dilation"], pad, desc.attrs["groups"])
+
+
+def _mults(total: int, unit: int) -> List[int]:
+    """Candidate tile sizes: multiples of `unit` up to `total`, plus `total` itself, largest first."""
+    cands = {total} | {k * unit for k in range(1, total // unit + 1)}
+    return sorted((c for c in cands if 0 < c <= total), reverse=True)
+
+
+def _rows_candidates(total: int) -> List[int]:
+    cands = {total} | {2**i for i in range(0, int(math.log2(max(total, 1))) + 1)} | {math.ceil(total / k)
+                                                                                   for k in range(1, 9)}
+    return sorted((c for c in cands if 0 < c <= total), reverse=True)
+
+
+# ---- SRAM needs ----------------------------------------------------------------------------------
+
+def conv_needs(g: ConvGeom, plan: Plan, bias: bool, act_tmp: bool) -> Dict[Space, int]:
+    cin_t = g.tile_in_channels(plan.cols, plan.depth)
+    iwp = g.w + g.pad[1] + g.pad[3]
+    in_tile = sram_bytes((1, g.in_rows(plan.rows), iwp, cin_t), F16)
+    cg_t = 1 if g.depthwise else (g.cg if g.groups > 1 else plan.depth)
+    w_tile = sram_bytes((g.kh, g.kw, cg_t, plan.cols), F16)
+    out_tile = sram_bytes((1, plan.rows, g.ow, plan.cols), F16)
+    acc = sram_bytes((1, plan.rows, g.ow, plan.cols), F32)
+    acc_total = acc * (2 if act_tmp else 1) + (2 * sram_bytes((1, 1, 1, plan.cols), F32) if bias else 0) + 16
+    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile, Space.ACC: acc_total}
+
+
+def matmul_needs(k: int, plan: Plan, bias: bool, act_tmp: bool) -> Dict[Space, int]:
+    in_tile = sram_bytes((1, 1, plan.rows, plan.depth), F16)
+    w_tile = sram_bytes((1, 1, plan.depth, plan.cols), F16)
+    out_tile = sram_bytes((1, 1, plan.rows, plan.cols), F16)
+    acc = sram_bytes((1, 1, plan.rows, plan.cols), F32)
+    acc_total = acc * (2 if act_tmp else 1) + (2 * sram_bytes((1, 1, 1, plan.cols), F32) if bias else 0) + 16
+    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile, Space.ACC: acc_total}
+
+
+def _fits(config: NPUConfig, needs: Dict[Space, int]) -> bool:
+    return all(b <= config.sram_bytes(int(s)) for s, b in needs.items())
+
+
+def _why(config: NPUConfig, needs: Dict[Space, int]) -> str:
+    over = [f"{s.name} needs {b} of {config.sram_bytes(int(s))} bytes" for s, b in needs.items()
+            if b > config.sram_bytes(int(s))]
+    return "; ".join(over)
+
+
+def needs_act_tmp(desc: OpDesc) -> bool:
+    return desc.activation is not None and desc.activation.kind in ("silu", "leaky_relu")
+
+
+def conv_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:
+    g = conv_geom(desc)
+    if g.depthwise:
+        unit = config.mac_cols * (g.cout // g.cin)
+        col_cands = [c for c in _mults(g.cout, unit) if c % (g.cout // g.cin) == 0]
+        depth_cands = [1]
+    elif g.groups > 1:
+        col_cands = [c for c in _mults(g.cout, g.ng) if c % g.ng == 0]
+        depth_cands = [g.cg]
+    else:
+        col_cands = _mults(g.cout, config.mac_cols)
+        depth_cands = _mults(g.cin, 16)
+    for depth in depth_cands:
+        for cols in col_cands:
+            for rows in _rows_candidates(g.oh):
+                yield Plan(rows, cols, depth)
+
+
+def matmul_geom(desc: OpDesc) -> Tuple[int, int, int]:
+    x, w = desc.inputs[0].shape, desc.inputs[1].shape
+    return math.prod(x[:-1]), x[-1], w[-1]  # rows, K, N
+
+
+def matmul_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:
+    rows, k, n = matmul_geom(desc)
+    for depth in _mults(k, 16):
+        for cols in _mults(n, config.mac_cols):
+            for r in _rows_candidates(rows):
+                yield Plan(r, cols, depth)
+
+
+def default_plan(desc: OpDesc, config: NPUConfig) -> Plan:
+    """The largest tiles that fit, preferring whole K (no re-accumulation), then wide, then tall."""
+    if desc.kind == "conv2d":
+        g = conv_geom(desc)
+        bias, tmp = len(desc.inputs) > 2, needs_act_tmp(desc)
+        best, last = None, None
+        for plan in conv_plans(desc, config):
+            needs = conv_needs(g, plan, bias, tmp)
+            last = needs
+            if _fits(config, needs):
+                score = (plan.depth, plan.rows * plan.cols * g.ow, plan.cols)
+                if best is None or score > best[0]:
+                    best = (score, plan)
+        if best is None:
+            raise Unsupported(f"no conv2d tile fits the SRAMs ({_why(config, last)} for the smallest tile)")
+        return best[1]
+    if desc.kind == "matmul":
+        rows, k, n = matmul_geom(desc)
+        bias, tmp = len(desc.inputs) > 2, needs_act_tmp(desc)
+        best, last = None, None
+        for plan in matmul_plans(desc, config):
+            needs = matmul_needs(k, plan, bias, tmp)
+            last = needs
+            if _fits(config, needs):
+                score = (plan.depth, plan.rows * plan.cols, plan.cols)
+                if best is None or score > best[0]:
+                    best = (score, plan)
+        if best is None:
+            raise Unsupported(f"no matmul tile fits the SRAMs ({_why(config, last)} for the smallest tile)")
+        return best[1]
+    return vector_plan(desc, config)
+
+
+def vector_plan(desc: OpDesc, config: NPUConfig) -> Plan:
+    """Vector operators tile rows of their last dimension; rows per tile such that the double
+    buffered inputs and outputs fit ACT (and the fp32 partials of softmax/mean fit ACC)."""
+    shape = desc.output.shape if desc.kind not in ("mean",) else desc.inputs[0].shape
+    row = shape[-1] if shape else 1
+    n_in = max(1, len([t for t in desc.inputs if not t.is_const]))
+    per_row_act = sram_bytes((1, 1, 1, row), F16) * 2 * (n_in + 2)
+    per_row_acc = sram_bytes((1, 1, 1, row), F32) * 2
+    if desc.kind == "pool":
+        return Plan(1, 1, 1)  # pool plans are sized in lower.py from the window geometry
+    budget_rows = min(config.act_sram_bytes // per_row_act, config.acc_sram_bytes // per_row_acc)
+    if budget_rows < 1:
+        raise Unsupported(f"a row of {row} elements does not fit ACT/ACC twice over")
+    return Plan(int(min(budget_rows, 4096)), row, row)
+
+
+def plan_for(desc: OpDesc, config: NPUConfig, override: Optional[Plan] = None) -> Plan:
+    return override if override is not None else default_plan(desc, config)

@@ -1,0 +1,199 @@
+"""Can-run constraints of NPU operators. Each constraint's docstring is its rule (the supported
+operator table in docs/ is generated from them); it returns None when satisfied, else the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional
+
+from ..config import NPUConfig
+from .ops import OpDesc, Unsupported
+
+Constraint = Callable[[OpDesc, NPUConfig], Optional[str]]
+FLOAT = ("float32", "float16")
+
+
+def float_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """All operands and the result are float32 or float16 (run in fp16 with fp32 accumulation)."""
+    for t in d.inputs + [d.output]:
+        if t.dtype not in FLOAT:
+            return f"dtype {t.dtype}: the float path takes float32/float16 (integer graphs need quantisation)"
+    return None
+
+
+def rank_at_most_4(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Tensors have rank 1 to 4 and no dimension above 65535 (the ISA's 16-bit tensor dims)."""
+    for t in d.inputs + [d.output]:
+        if t.is_const:
+            continue
+        if not 1 <= len(t.shape) <= 4:
+            return f"rank {len(t.shape)} tensor {list(t.shape)} (1 to 4 supported)"
+        if any(x > 65535 for x in t.shape):
+            return f"dimension above 65535 in {list(t.shape)}"
+        if math.prod(t.shape) == 0:
+            return f"empty tensor {list(t.shape)}"
+    return None
+
+
+def conv_layout(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """conv2d data layout NCHW or NHWC (output in the same layout), kernel layout OIHW, OHWI or HWIO."""
+    a = d.attrs
+    if a["data_layout"] not in ("NCHW", "NHWC"):
+        return f"data layout {a['data_layout']}"
+    if a["out_layout"] != a["data_layout"]:
+        return f"output layout {a['out_layout']} differs from data layout {a['data_layout']}"
+    if a["kernel_layout"] not in ("OIHW", "OHWI", "HWIO"):
+        return f"kernel layout {a['kernel_layout']}"
+    return None
+
+
+def constant_weights(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Weights (and bias) are constants known at compile time."""
+    for i, t in enumerate(d.inputs[1:], 1):
+        if not t.is_const:
+            return f"operand {i} (weight/bias) is not a constant"
+    return None
+
+
+def conv_params(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Strides and dilations 1..255, padding 0..255, groups dividing both channel counts."""
+    from ..codegen.plans import conv_geom
+
+    g = conv_geom(d)
+    if not all(1 <= v <= 255 for v in (g.sh, g.sw, g.dh, g.dw)):
+        return f"stride {g.sh, g.sw} / dilation {g.dh, g.dw} outside 1..255"
+    if not all(0 <= v <= 255 for v in g.pad):
+        return f"padding {g.pad} outside 0..255"
+    if g.groups < 1 or g.cin % g.groups or g.cout % g.groups:
+        return f"groups {g.groups} do not divide channels {g.cin} -> {g.cout}"
+    w = d.inputs[1].shape
+    kl = d.attrs["kernel_layout"]
+    if w[kl.index("I")] != g.cg or w[kl.index("O")] != g.cout:
+        return f"weight shape {list(w)} does not match {g.cin} -> {g.cout} channels in {g.groups} groups"
+    if g.oh < 1 or g.ow < 1:
+        return "empty output"
+    return None
+
+
+def bias_per_channel(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """A fused bias has one value per output channel (shape [C], or C on the channel axis, 1 elsewhere)."""
+    if len(d.inputs) < 3:
+        return None
+    b = d.inputs[2]
+    cout = d.output.shape[d.attrs["data_layout"].index("C")] if d.kind == "conv2d" else d.output.shape[-1]
+    channel_axis = (len(b.shape) - 4 + d.attrs["data_layout"].index("C")) if d.kind == "conv2d" else len(b.shape) - 1
+    if math.prod(b.shape) != cout:
+        return f"bias {list(b.shape)} is not one value per output channel ({cout})"
+    if len(b.shape) > 1 and (channel_axis < 0 or b.shape[channel_axis] != cout):
+        return f"bias {list(b.shape)} does not lie along the channel axis"
+    return None
+
+
+def matmul_shapes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """matmul of an activation [..., M, K] by a constant 2-D weight [K, N]."""
+    x, w = d.inputs[0].shape, d.inputs[1].shape
+    if len(w) != 2:
+        return f"weight of rank {len(w)} (a constant 2-D [K, N] weight is needed)"
+    if len(x) < 1 or x[-1] != w[0]:
+        return f"inner dimensions differ: {list(x)} x {list(w)}"
+    return None
+
+
+def activation_supported(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Fused activations: relu, clip, sigmoid, tanh, gelu, gelu_tanh, silu, leaky relu with 0 <= alpha <= 1."""
+    a = d.activation
+    if a is None:
+        return None
+    if a.kind == "leaky_relu" and not 0.0 <= a.alpha <= 1.0:
+        return f"leaky relu slope {a.alpha} outside [0, 1]"
+    if a.kind == "clip" and not a.lo <= a.hi:
+        return f"clip bounds {a.lo} > {a.hi}"
+    return None
+
+
+def broadcastable(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Elementwise operands broadcast to the result (each dim equal to the result's or 1)."""
+    out = d.output.shape
+    for t in d.inputs:
+        s = (1,) * (len(out) - len(t.shape)) + tuple(t.shape)
+        if len(s) != len(out) or any(a not in (1, b) for a, b in zip(s, out)):
+            return f"operand {list(t.shape)} does not broadcast to {list(out)}"
+    return None
+
+
+def pool_params(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Pooling in NCHW/NHWC, no ceil mode, no dilation, window/stride 1..255, padding smaller than the
+    window, and average pooling that does not count padding (TFLite semantics) unless there is none."""
+    a = d.attrs
+    if a["layout"] not in ("NCHW", "NHWC") or a["out_layout"] != a["layout"]:
+        return f"layout {a['layout']} -> {a['out_layout']}"
+    if a["ceil_mode"]:
+        return "ceil_mode=True"
+    if any(x != 1 for x in a["dilation"]):
+        return f"dilation {a['dilation']}"
+    if not all(1 <= x <= 255 for x in tuple(a["pool_size"]) + tuple(a["strides"])):
+        return f"window {a['pool_size']} / stride {a['strides']} outside 1..255"
+    p = a["padding"]
+    if p[0] >= a["pool_size"][0] or p[1] >= a["pool_size"][1] or p[2] >= a["pool_size"][0] or p[3] >= a["pool_size"][1]:
+        return f"padding {p} not smaller than the window {a['pool_size']}"
+    if a["mode"] == "avg" and a["count_include_pad"] and any(p):
+        return "average pooling that counts padding"
+    return None
+
+
+def softmax_last_axis(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """softmax over the last axis."""
+    rank = len(d.inputs[0].shape)
+    if d.attrs["axis"] % rank != rank - 1:
+        return f"softmax over axis {d.attrs['axis']} of a rank-{rank} tensor (last axis only)"
+    return None
+
+
+def mean_adjacent_axes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """mean over one run of adjacent axes."""
+    rank = len(d.inputs[0].shape)
+    axes = d.attrs["axis"]
+    axes = tuple(range(rank)) if axes is None else tuple(sorted(x % rank for x in axes))
+    if axes != tuple(range(axes[0], axes[-1] + 1)):
+        return f"mean over non-adjacent axes {axes}"
+    return None
+
+
+def tiles_fit(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """After tiling, the double-buffered tiles of the operator fit the configuration's SRAMs."""
+    from ..codegen.plans import default_plan
+
+    try:
+        default_plan(d, cfg)
+    except Unsupported as e:
+        return str(e)
+    return None
+
+
+COMMON = [float_tensors, rank_at_most_4]
+BY_KIND: Dict[str, List[Constraint]] = {
+    "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
+                        tiles_fit],
+    "matmul": COMMON + [constant_weights, matmul_shapes, bias_per_channel, activation_supported, tiles_fit],
+    "binary": COMMON + [broadcastable],
+    "activation": COMMON + [activation_supported],
+    "pool": COMMON + [pool_params, tiles_fit],
+    "softmax": COMMON + [softmax_last_axis],
+    "mean": COMMON + [mean_adjacent_axes],
+    "concat": COMMON,
+}
+
+
+def check(d: OpDesc, cfg: NPUConfig) -> List[str]:
+    """All failed constraints' reasons (empty: the NPU can run it)."""
+    reasons = []
+    for c in BY_KIND[d.kind]:
+        try:
+            r = c(d, cfg)
+        except Unsupported as e:
+            r = str(e)
+        if r:
+            reasons.append(f"{c.__name__}: {r}")
+            break  # later constraints assume the earlier ones hold
+    return reasons

@@ -1,0 +1,179 @@
+"""Uniform descriptions of matched NPU operators, read from Relax once for both the checks and codegen.
+
+A pattern of the table annotates the roles of its matched expressions ("root", "input", "weight",
+"bias", "act", "lhs", "rhs", ...). `describe(composite, annotations)` turns them into an `OpDesc`:
+plain Python values (shapes, attributes, numpy constants) that constraint checks and the lowering
+read, so "can run" and "how it runs" never disagree about what was matched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import tvm
+from tvm import relax
+
+# Activations the vector unit runs after a MAC op or alone: relax op -> activation kind.
+ACTIVATIONS = {
+    "relax.nn.relu": "relu",
+    "relax.clip": "clip",
+    "relax.sigmoid": "sigmoid",
+    "relax.tanh": "tanh",
+    "relax.nn.gelu": "gelu",
+    "relax.nn.gelu_tanh": "gelu_tanh",
+    "relax.nn.leakyrelu": "leaky_relu",
+    "relax.nn.silu": "silu",
+}
+BINARY = {"relax.add": "add", "relax.subtract": "sub", "relax.multiply": "mul", "relax.maximum": "max",
+          "relax.minimum": "min"}
+
+
+class Unsupported(Exception):
+    """Raised while describing a match that the NPU cannot take; the message is the reason."""
+
+
+@dataclasses.dataclass
+class TensorDesc:
+    shape: Tuple[int, ...]
+    dtype: str
+    const: Optional[np.ndarray] = None  # the data when the operand is a Relax constant
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+
+@dataclasses.dataclass
+class Activation:
+    kind: str  # "relu", "clip", "sigmoid", ... (ACTIVATIONS values)
+    lo: float = float("-inf")  # clip bounds
+    hi: float = float("inf")
+    alpha: float = 0.0  # leaky relu slope
+
+
+@dataclasses.dataclass
+class OpDesc:
+    """One NPU operator: what the lowering builds and the constraints check."""
+
+    composite: str  # the pattern name, e.g. "npu.conv2d_bias_act"
+    kind: str  # conv2d | matmul | binary | activation | pool | softmax | mean | concat
+    inputs: List[TensorDesc]  # activations first, then constants (weight, bias)
+    output: TensorDesc
+    attrs: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    activation: Optional[Activation] = None
+    sources: List[str] = dataclasses.field(default_factory=list)  # Relax ops covered, in order
+    exprs: List[Any] = dataclasses.field(default_factory=list, repr=False)  # the Relax operand of each input
+
+
+def _shape(expr: relax.Expr) -> Tuple[int, ...]:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        raise Unsupported("operand is not a tensor of known rank")
+    dims = []
+    for v in ty.shape.values:
+        if not isinstance(v, tvm.tirx.IntImm):
+            raise Unsupported(f"dynamic shape {list(ty.shape.values)}")
+        dims.append(int(v))
+    return tuple(dims)
+
+
+def _with_exprs(desc: "OpDesc", exprs: Sequence[relax.Expr]) -> "OpDesc":
+    desc.exprs = list(exprs)
+    return desc
+
+
+def tensor_desc(expr: relax.Expr) -> TensorDesc:
+    shape = _shape(expr)
+    dtype = str(expr.ty.dtype)
+    const = expr.value.numpy() if isinstance(expr, relax.Constant) else None
+    return TensorDesc(shape, dtype, const)
+
+
+def scalar(value: Any) -> float:
+    """A Python number from a PrimValue / IntImm / FloatImm / scalar Constant."""
+    if isinstance(value, relax.PrimValue):
+        value = value.value
+    if isinstance(value, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):
+        return float(value.value)
+    if isinstance(value, relax.Constant):
+        arr = value.value.numpy()
+        if arr.size != 1:
+            raise Unsupported(f"expected a scalar constant, got shape {arr.shape}")
+        return float(arr.reshape(()))
+    raise Unsupported(f"expected a constant scalar, got {type(value).__name__}")
+
+
+def _ints(xs: Sequence[Any]) -> Tuple[int, ...]:
+    return tuple(int(x) for x in xs)
+
+
+def activation_of(call: relax.Call) -> Activation:
+    kind = ACTIVATIONS[call.op.name]
+    if kind == "clip":
+        return Activation(kind, lo=scalar(call.args[1]), hi=scalar(call.args[2]))
+    if kind == "leaky_relu":
+        return Activation(kind, alpha=float(call.attrs.alpha))
+    return Activation(kind)
+
+
+def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    """Reads a pattern match (role -> matched expression) into an OpDesc; raises Unsupported."""
+    root: relax.Call = ann["root"]
+    op = root.op.name
+    act = activation_of(ann["act"]) if "act" in ann else None
+    top = ann.get("act", ann.get("bias_add", root))
+    sources = [op] + (["relax.add"] if "bias_add" in ann else []) + ([ann["act"].op.name] if "act" in ann else [])
+    out = tensor_desc(top)
+    if op == "relax.nn.conv2d":
+        a = root.attrs
+        exprs = [root.args[0], root.args[1]] + ([ann["bias"]] if "bias" in ann else [])
+        inputs = [tensor_desc(e) for e in exprs]
+        attrs = {"strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+                 "groups": int(a.groups), "data_layout": str(a.data_layout),
+                 "kernel_layout": str(a.kernel_layout), "out_layout": str(a.out_layout),
+                 "out_dtype": str(a.out_dtype) if a.out_dtype is not None else ""}
+        return _with_exprs(OpDesc(composite, "conv2d", inputs, out, attrs, act, sources), exprs)
+    if op == "relax.matmul":
+        exprs = [root.args[0], root.args[1]] + ([ann["bias"]] if "bias" in ann else [])
+        return _with_exprs(OpDesc(composite, "matmul", [tensor_desc(e) for e in exprs], out, {}, act, sources), exprs)
+    if op in BINARY:
+        exprs = list(root.args[:2])
+        return _with_exprs(OpDesc(composite, "binary", [tensor_desc(e) for e in exprs], out, {"op": BINARY[op]},
+                                  None, sources), exprs)
+    if op == "relax.divide":  # by a constant: multiply by its reciprocal
+        rhs = tensor_desc(root.args[1])
+        if not rhs.is_const:
+            raise Unsupported("division by a tensor that is not a constant")
+        if np.any(rhs.const == 0):
+            raise Unsupported("division by a constant containing zero")
+        rhs = TensorDesc(rhs.shape, rhs.dtype, (1.0 / rhs.const.astype(np.float64)).astype(rhs.const.dtype))
+        return _with_exprs(OpDesc(composite, "binary", [tensor_desc(root.args[0]), rhs], out, {"op": "mul"}, None,
+                                  sources), list(root.args[:2]))
+    if op in ACTIVATIONS:
+        return _with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, activation_of(root),
+                                  sources), [root.args[0]])
+    if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
+        a = root.attrs
+        attrs = {"mode": "max" if op.endswith("max_pool2d") else "avg", "pool_size": _ints(a.pool_size),
+                 "strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+                 "ceil_mode": bool(a.ceil_mode), "count_include_pad": bool(a.count_include_pad),
+                 "layout": str(a.layout), "out_layout": str(a.out_layout)}
+        return _with_exprs(OpDesc(composite, "pool", [tensor_desc(root.args[0])], out, attrs, None, sources),
+                           [root.args[0]])
+    if op == "relax.nn.softmax":
+        return _with_exprs(OpDesc(composite, "softmax", [tensor_desc(root.args[0])], out,
+                                  {"axis": int(root.attrs.axis)}, None, sources), [root.args[0]])
+    if op == "relax.mean":
+        axis = root.attrs.axis
+        attrs = {"axis": None if axis is None else _ints(axis), "keepdims": bool(root.attrs.keepdims)}
+        return _with_exprs(OpDesc(composite, "mean", [tensor_desc(root.args[0])], out, attrs, None, sources),
+                           [root.args[0]])
+    if op == "relax.concat":
+        fields = root.args[0]
+        if not isinstance(fields, relax.Tuple):
+            raise Unsupported("concat of a tuple that is not built in place")
+        return _with_exprs(OpDesc(composite, "concat", [tensor_desc(f) for f in fields.fields], out,
+                                  {"axis": int(root.attrs.axis)}, None, sources), list(fields.fields))
+    raise Unsupported(f"no NPU lowering for {op}")

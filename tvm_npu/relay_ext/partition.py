@@ -1,0 +1,214 @@
+"""Partitioning a Relax module for the NPU: can-run (pattern checks), should-run (performance
+model), code generation, and the report of where every operator ran and why.
+
+    FuseOpsByPattern(npu.*, checks) -> MergeCompositeFunctions -> [should-run veto, redo]
+    -> RunCodegen (relax.ext.npu) -> drop the duplicated constants
+
+A merged NPU function is worth offloading when its predicted NPU time plus the cost of crossing
+the boundary (one call, the fp32 <-> fp16 conversion of its inputs and outputs on the host) is
+below the predicted CPU time of the same operators (`CpuModel`). Vetoed operators are refused by
+their checks on a second run, so they stay on the CPU (LLVM) with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Dict, List, Optional
+
+import tvm
+from tvm import relax
+
+from ..config import NPUConfig
+from . import patterns as pt
+
+_LAST_REPORT: Optional["PartitionReport"] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuModel:
+    """The host's speed as the should-run decision assumes it (measured on the CI machine kind:
+    TVM's untuned llvm build runs float convolutions at a few GFLOP/s)."""
+
+    macs_per_s: float = 2.0e9
+    elems_per_s: float = 0.5e9
+    call_overhead_s: float = 20e-6  # one VM -> NPU runtime call
+    convert_elems_per_s: float = 1.0e9  # fp32 <-> fp16 on the host at the boundary
+
+
+@dataclasses.dataclass
+class OperatorPlacement:
+    binding: str  # the Relax binding (variable) in the original main function
+    op: str  # the Relax operator
+    target: str  # "npu" or "cpu"
+    composite: str = ""  # npu.* pattern it is part of
+    symbol: str = ""  # the NPU function it landed in
+    reasons: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class PartitionReport:
+    config: str
+    placements: List[OperatorPlacement]
+    functions: Dict[str, Dict[str, Any]]  # symbol -> {ops, predicted NPU us, predicted CPU us, ...}
+    vetoed: List[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"config": self.config, "placements": [dataclasses.asdict(p) for p in self.placements],
+                "functions": self.functions, "vetoed": self.vetoed}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def summary(self) -> str:
+        npu = [p for p in self.placements if p.target == "npu"]
+        lines = [f"NPU partitioning for {self.config}: {len(npu)} of {len(self.placements)} operators on the NPU "
+                 f"in {len(self.functions)} function(s)"]
+        for p in self.placements:
+            where = f"npu  {p.composite:24s}" if p.target == "npu" else f"cpu  {'':24s}"
+            why = ("  <- " + "; ".join(p.reasons[:2])) if p.target == "cpu" and p.reasons else ""
+            lines.append(f"  {p.binding:>12s} = {p.op:24s} {where}{why}")
+        return "\n".join(lines)
+
+
+def last_report() -> Optional[PartitionReport]:
+    """The report of the most recent partitioning in this process."""
+    return _LAST_REPORT
+
+
+def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
+    seq = tvm.transform.Sequential([
+        relax.transform.FuseOpsByPattern(pt.patterns(), bind_constants=True, annotate_codegen=False),
+        relax.transform.MergeCompositeFunctions(),
+    ])
+    return seq(mod)
+
+
+def _npu_functions(mod: tvm.IRModule):
+    for gv, fn in mod.functions.items():
+        if isinstance(fn, relax.Function) and fn.attrs is not None and fn.attrs.get("Codegen") == "npu":
+            yield str(fn.attrs["global_symbol"]), fn
+
+
+def _io_elems(fn: relax.Function) -> int:
+    n = sum(math.prod(int(v) for v in p.ty.shape.values) for p in fn.params)
+    ret = fn.body.body
+    outs = ret.fields if isinstance(ret, relax.Tuple) else [ret]
+    return n + sum(math.prod(int(v) for v in o.ty.shape.values) for o in outs)
+
+
+def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel):
+    """Per NPU function: predicted times, and the root bindings to veto when it does not pay."""
+    from ..codegen.graph import compile_function
+
+    functions, vetoes = {}, set()
+    for symbol, fn in _npu_functions(mod):
+        _, records = compile_function(fn, symbol, config)
+        npu_s = sum(r.predicted_cycles for r in records) / (config.clock_mhz * 1e6)
+        npu_s += cpu.call_overhead_s + _io_elems(fn) / cpu.convert_elems_per_s
+        macs = sum(r.macs for r in records)
+        elems = sum(math.prod(int(v) for v in b.var.ty.shape.values) for b in _calls(fn))
+        cpu_s = macs / cpu.macs_per_s + elems / cpu.elems_per_s
+        keep = npu_s < cpu_s
+        functions[symbol] = {"operators": [r.composite for r in records], "macs": macs,
+                             "predicted_npu_cycles": sum(r.predicted_cycles for r in records),
+                             "predicted_npu_us": round(npu_s * 1e6, 3), "predicted_cpu_us": round(cpu_s * 1e6, 3),
+                             "offloaded": keep}
+        if not keep:
+            vetoes |= set(_root_bindings(fn))
+    return functions, vetoes
+
+
+def _calls(fn: relax.Function):
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call):
+                yield b
+
+
+def _root_bindings(fn: relax.Function) -> List[str]:
+    """Names of the original root bindings inside a merged function (composite bodies keep them)."""
+    names = []
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Function):
+                for inner in b.value.body.blocks:
+                    names += [ib.var.name for ib in inner.bindings]
+    return names
+
+
+def _original_ops(mod: tvm.IRModule) -> List[tuple]:
+    """(binding name, operator) of every call in main before partitioning."""
+    out = []
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op):
+                op = v.op.name
+                if op == "relax.call_tir":
+                    op = f"call_tir({v.args[0].name_hint})"
+                out.append((b.var.name, op))
+    return out
+
+
+def _placements(original: List[tuple], partitioned: tvm.IRModule, state: pt.PartitionState) -> List[OperatorPlacement]:
+    where: Dict[str, tuple] = {}
+    for symbol, fn in _npu_functions(partitioned):
+        for block in fn.body.blocks:
+            for b in block.bindings:
+                if isinstance(b.value, relax.Function):
+                    comp = str(b.value.attrs["Composite"])
+                    for inner in b.value.body.blocks:
+                        for ib in inner.bindings:
+                            where[ib.var.name] = (comp, symbol)
+    out = []
+    for name, op in original:
+        if name in where:
+            out.append(OperatorPlacement(name, op, "npu", where[name][0], where[name][1]))
+            continue
+        reasons = [f"{pat}: {r}" for pat, rs in state.attempts.get(name, []) for r in rs]
+        if not reasons:
+            reasons = [f"no npu.* pattern covers {op}" if not op.startswith("relax.nn.conv2d") else
+                       "covered by a pattern rooted elsewhere that was refused"]
+        out.append(OperatorPlacement(name, op, "cpu", reasons=reasons))
+    return out
+
+
+def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, should_run: bool = True,
+                      cpu: CpuModel = CpuModel()) -> tvm.IRModule:
+    """Offloads what the NPU can and should run; everything else is left for the CPU pipeline."""
+    global _LAST_REPORT
+    if mod.attrs is not None and "external_mods" in mod.attrs:
+        return mod  # already partitioned (MergeCompositeFunctions cannot run twice)
+    state = pt.PartitionState(config)
+    token = pt.ACTIVE.set(state)
+    try:
+        part = _fuse(mod)
+        functions: Dict[str, Any] = {}
+        if should_run:
+            functions, vetoes = _evaluate(part, config, cpu)
+            if vetoes:  # redo with the vetoed operators refused by their checks
+                state = pt.PartitionState(config, vetoed=vetoes)
+                pt.ACTIVE.set(state)
+                part = _fuse(mod)
+        fused = part
+        from .codegen import CODEGEN_OPTIONS_KEY
+
+        part = relax.transform.RunCodegen({"npu": {CODEGEN_OPTIONS_KEY: config.to_json()}})(part)
+        part = _drop_npu_constants(part, {s for s, _ in _npu_functions(fused)})
+    finally:
+        pt.ACTIVE.reset(token)
+    _LAST_REPORT = PartitionReport(config.name, _placements(_original_ops(mod), fused, state), functions,
+                                   sorted(state.vetoed))
+    return part
+
+
+def _drop_npu_constants(mod: tvm.IRModule, symbols) -> tvm.IRModule:
+    """Our artifacts carry their own weights: drop RunCodegen's copies so they are not stored twice."""
+    if mod.attrs is None or "const_name_to_constant" not in mod.attrs:
+        return mod
+    keep = {k: v for k, v in mod.attrs["const_name_to_constant"].items()
+            if not any(str(k).startswith(s + "_") for s in symbols)}
+    mod = mod.without_attr("const_name_to_constant")
+    return mod.with_attr("const_name_to_constant", keep) if keep else mod

@@ -1,0 +1,132 @@
+"""The `npu.*` pattern table, registered with TVM's pattern registry.
+
+Naming contract: the pattern name (`npu.<op>[_bias][_act]`) is the composite name, the key of the
+lowering in codegen and the row of the supported-operator table. Roles of matched expressions are
+annotated ("root", "input", "weight", "bias", "bias_add", "act") and read by `ops.describe`, the
+same way for the checks here and for code generation. Later registrations have higher priority, so
+the most fused forms come last.
+
+Every check explains a refusal: the reasons go to the active `PartitionState` (diagnostics) and
+the expression falls through to lower-priority patterns or to the CPU.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+from typing import Dict, List, Optional, Set, Tuple
+
+from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
+from tvm.relax.dpl import is_op, wildcard
+
+from ..config import NPUConfig, get_config
+from . import constraints
+from .ops import ACTIVATIONS, BINARY, Unsupported, describe
+
+PREFIX = "npu"
+
+
+@dataclasses.dataclass
+class PartitionState:
+    """What the checks of one partitioning run see and record."""
+
+    config: NPUConfig
+    # root binding name -> [(pattern name, reasons)] for every pattern that was tried on it
+    attempts: Dict[str, List[Tuple[str, List[str]]]] = dataclasses.field(default_factory=dict)
+    vetoed: Set[str] = dataclasses.field(default_factory=set)  # root bindings kept on the CPU ("should run")
+
+
+ACTIVE: contextvars.ContextVar[Optional[PartitionState]] = contextvars.ContextVar("tvm_npu_partition", default=None)
+
+
+def _act(x):
+    pats = [is_op(op)(x) for op in ACTIVATIONS if op != "relax.clip"]
+    pat = is_op("relax.clip")(x, wildcard(), wildcard())
+    for p in pats:
+        pat = pat | p
+    return pat
+
+
+def _mac(op: str, bias: bool, act: bool):
+    x, w = wildcard(), wildcard()
+    root = is_op(op)(x, w)
+    ann = {"root": root, "input": x, "weight": w}
+    out = root
+    if bias:
+        b = wildcard()
+        out = is_op("relax.add")(out, b)
+        ann.update(bias=b, bias_add=out)
+    if act:
+        out = _act(out)
+        ann["act"] = out
+    return out, ann
+
+
+def _root_name(ctx) -> str:
+    root = ctx.annotated_expr["root"]
+    var = ctx.value_to_bound_var.get(root)
+    return var.name if var is not None else str(root.op.name)
+
+
+def _checker(name: str):
+    def check(ctx) -> bool:
+        state = ACTIVE.get()
+        cfg = state.config if state is not None else get_config()
+        root = _root_name(ctx)
+        try:
+            desc = describe(name, dict(ctx.annotated_expr))
+            reasons = constraints.check(desc, cfg)
+        except Unsupported as e:
+            reasons = [str(e)]
+        except Exception as e:  # a check must never abort partitioning: report and keep on CPU
+            reasons = [f"internal error while checking: {type(e).__name__}: {e}"]
+        if state is not None:
+            if not reasons and root in state.vetoed:
+                reasons = ["kept on the CPU by the performance model (see the should-run decision)"]
+            state.attempts.setdefault(root, []).append((name, reasons))
+        return not reasons
+
+    return check
+
+
+def _table():
+    """(name, pattern, annotations) in increasing priority."""
+    table = []
+    for op, short in ACTIVATIONS.items():
+        x = wildcard()
+        root = is_op(op)(x, wildcard(), wildcard()) if short == "clip" else is_op(op)(x)
+        table.append((f"{PREFIX}.{short}", root, {"root": root, "input": x}))
+    for op, short in BINARY.items():
+        a, b = wildcard(), wildcard()
+        root = is_op(op)(a, b)
+        name = {"add": "add", "sub": "subtract", "mul": "multiply", "max": "maximum", "min": "minimum"}[short]
+        table.append((f"{PREFIX}.{name}", root, {"root": root, "lhs": a, "rhs": b}))
+    a, b = wildcard(), wildcard()
+    div = is_op("relax.divide")(a, b)
+    table.append((f"{PREFIX}.divide", div, {"root": div, "lhs": a, "rhs": b}))
+    for op, short in (("relax.nn.max_pool2d", "max_pool2d"), ("relax.nn.avg_pool2d", "avg_pool2d"),
+                      ("relax.nn.softmax", "softmax"), ("relax.mean", "mean")):
+        x = wildcard()
+        root = is_op(op)(x)
+        table.append((f"{PREFIX}.{short}", root, {"root": root, "input": x}))
+    t = wildcard()
+    cat = is_op("relax.concat")(t)
+    table.append((f"{PREFIX}.concat", cat, {"root": cat, "input": t}))
+    for op, short in (("relax.matmul", "matmul"), ("relax.nn.conv2d", "conv2d")):
+        for bias, act in ((False, False), (False, True), (True, False), (True, True)):
+            suffix = ("_bias" if bias else "") + ("_act" if act else "")
+            table.append((f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act)))
+    return table
+
+
+def register() -> None:
+    register_patterns([(name, pat, ann, _checker(name)) for name, pat, ann in _table()])
+
+
+def patterns():
+    """The registered npu.* patterns, highest priority first (the order FuseOpsByPattern wants)."""
+    return get_patterns_with_prefix(PREFIX)
+
+
+def pattern_names() -> List[str]:
+    return [name for name, _, _ in _table()]
