@@ -15,6 +15,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+_Constant = tvm.ir.expr.Constant  # Relax constants (GenericConst) in TVM 0.27
+
 # Activations the vector unit runs after a MAC op or alone: relax op -> activation kind.
 ACTIVATIONS = {
     "relax.nn.relu": "relu",
@@ -87,17 +89,15 @@ def _with_exprs(desc: "OpDesc", exprs: Sequence[relax.Expr]) -> "OpDesc":
 def tensor_desc(expr: relax.Expr) -> TensorDesc:
     shape = _shape(expr)
     dtype = str(expr.ty.dtype)
-    const = expr.value.numpy() if isinstance(expr, relax.Constant) else None
+    const = expr.value.numpy() if isinstance(expr, _Constant) and hasattr(expr.value, "numpy") else None
     return TensorDesc(shape, dtype, const)
 
 
 def scalar(value: Any) -> float:
-    """A Python number from a PrimValue / IntImm / FloatImm / scalar Constant."""
-    if isinstance(value, relax.PrimValue):
-        value = value.value
+    """A Python number from an IntImm / FloatImm (both Constants in TVM 0.27) or a 1-element Constant."""
     if isinstance(value, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):
         return float(value.value)
-    if isinstance(value, relax.Constant):
+    if isinstance(value, _Constant) and hasattr(value.value, "numpy"):
         arr = value.value.numpy()
         if arr.size != 1:
             raise Unsupported(f"expected a scalar constant, got shape {arr.shape}")

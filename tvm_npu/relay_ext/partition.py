@@ -12,6 +12,8 @@ their checks on a second run, so they stay on the CPU (LLVM) with the reason rec
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import math
@@ -24,6 +26,29 @@ from ..config import NPUConfig
 from . import patterns as pt
 
 _LAST_REPORT: Optional["PartitionReport"] = None
+_OPTIONS: contextvars.ContextVar["CompileOptions"] = contextvars.ContextVar("tvm_npu_options")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileOptions:
+    """Compiler behaviour (apart from the hardware, which is the NPUConfig)."""
+
+    should_run: bool = True  # False: offload everything the NPU can run, whatever the model predicts
+    cpu: "CpuModel" = None  # the host model of the should-run decision (None: CpuModel())
+
+
+@contextlib.contextmanager
+def compile_options(**kwargs):
+    """`with tvm_npu.compile_options(should_run=False): tvm.compile(mod, target="npu")`"""
+    token = _OPTIONS.set(dataclasses.replace(current_options(), **kwargs))
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def current_options() -> CompileOptions:
+    return _OPTIONS.get(CompileOptions())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,26 +123,49 @@ def _io_elems(fn: relax.Function) -> int:
     return n + sum(math.prod(int(v) for v in o.ty.shape.values) for o in outs)
 
 
-def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel):
-    """Per NPU function: predicted times, and the root bindings to veto when it does not pay."""
+def _composites(fn: relax.Function):
+    """(pattern name, number of operator calls) of each composite of a merged function, in order."""
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Function):
+                calls = sum(isinstance(ib.value, relax.Call) for blk in b.value.body.blocks for ib in blk.bindings)
+                yield str(b.value.attrs["Composite"]), calls
+
+
+def _function_vars(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, List[tuple]]:
+    """symbol -> [(main Var, pattern)] it covers. Composite bodies rename their bindings, so the
+    accepted matches are assigned to the composites in order (same pattern, same size, no overlap)."""
+    used, out = set(), {}
+    for symbol, fn in _npu_functions(fused):
+        covered = []
+        for name, calls in _composites(fn):
+            for gname, group in state.groups:
+                if gname == name and len(group) == calls and not used.intersection(group):
+                    used.update(group)
+                    covered += [(v, name) for v in group]
+                    break
+        out[symbol] = covered
+    return out
+
+
+def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.PartitionState):
+    """Per NPU function: predicted NPU and CPU times, whether offloading pays, the operators it covers."""
     from ..codegen.graph import compile_function
 
-    functions, vetoes = {}, set()
+    covered = _function_vars(mod, state)
+    functions = {}
     for symbol, fn in _npu_functions(mod):
         _, records = compile_function(fn, symbol, config)
-        npu_s = sum(r.predicted_cycles for r in records) / (config.clock_mhz * 1e6)
-        npu_s += cpu.call_overhead_s + _io_elems(fn) / cpu.convert_elems_per_s
+        cycles = sum(r.predicted_cycles for r in records)
+        npu_s = cycles / (config.clock_mhz * 1e6) + cpu.call_overhead_s + _io_elems(fn) / cpu.convert_elems_per_s
         macs = sum(r.macs for r in records)
         elems = sum(math.prod(int(v) for v in b.var.ty.shape.values) for b in _calls(fn))
         cpu_s = macs / cpu.macs_per_s + elems / cpu.elems_per_s
-        keep = npu_s < cpu_s
         functions[symbol] = {"operators": [r.composite for r in records], "macs": macs,
-                             "predicted_npu_cycles": sum(r.predicted_cycles for r in records),
-                             "predicted_npu_us": round(npu_s * 1e6, 3), "predicted_cpu_us": round(cpu_s * 1e6, 3),
-                             "offloaded": keep}
-        if not keep:
-            vetoes |= set(_root_bindings(fn))
-    return functions, vetoes
+                             "covers": [v.name for v, _ in covered.get(symbol, [])],
+                             "predicted_npu_cycles": cycles, "predicted_npu_us": round(npu_s * 1e6, 3),
+                             "predicted_cpu_us": round(cpu_s * 1e6, 3), "offloaded": npu_s < cpu_s}
+    return functions
 
 
 def _calls(fn: relax.Function):
@@ -127,19 +175,8 @@ def _calls(fn: relax.Function):
                 yield b
 
 
-def _root_bindings(fn: relax.Function) -> List[str]:
-    """Names of the original root bindings inside a merged function (composite bodies keep them)."""
-    names = []
-    for block in fn.body.blocks:
-        for b in block.bindings:
-            if isinstance(b.value, relax.Function):
-                for inner in b.value.body.blocks:
-                    names += [ib.var.name for ib in inner.bindings]
-    return names
-
-
-def _original_ops(mod: tvm.IRModule) -> List[tuple]:
-    """(binding name, operator) of every call in main before partitioning."""
+def _main_calls(mod: tvm.IRModule) -> List[tuple]:
+    """(bound Var, operator name) of every operator call in main."""
     out = []
     for block in mod["main"].body.blocks:
         for b in block.bindings:
@@ -148,50 +185,48 @@ def _original_ops(mod: tvm.IRModule) -> List[tuple]:
                 op = v.op.name
                 if op == "relax.call_tir":
                     op = f"call_tir({v.args[0].name_hint})"
-                out.append((b.var.name, op))
+                out.append((b.var, op))
     return out
 
 
-def _placements(original: List[tuple], partitioned: tvm.IRModule, state: pt.PartitionState) -> List[OperatorPlacement]:
-    where: Dict[str, tuple] = {}
-    for symbol, fn in _npu_functions(partitioned):
-        for block in fn.body.blocks:
-            for b in block.bindings:
-                if isinstance(b.value, relax.Function):
-                    comp = str(b.value.attrs["Composite"])
-                    for inner in b.value.body.blocks:
-                        for ib in inner.bindings:
-                            where[ib.var.name] = (comp, symbol)
+def _placements(folded: tvm.IRModule, fused: tvm.IRModule, state: pt.PartitionState) -> List[OperatorPlacement]:
+    """Every operator of main: on the NPU when fusion moved it into an NPU function, else on the CPU
+    with the reasons its checks gave (or that no pattern covers it)."""
+    remaining = {var for var, _ in _main_calls(fused)}
+    where = {v: (name, symbol) for symbol, cov in _function_vars(fused, state).items() for v, name in cov}
     out = []
-    for name, op in original:
-        if name in where:
-            out.append(OperatorPlacement(name, op, "npu", where[name][0], where[name][1]))
+    for var, op in _main_calls(folded):
+        if var not in remaining:
+            name, symbol = where.get(var, ("", ""))
+            out.append(OperatorPlacement(var.name, op, "npu", name, symbol))
             continue
-        reasons = [f"{pat}: {r}" for pat, rs in state.attempts.get(name, []) for r in rs]
-        if not reasons:
-            reasons = [f"no npu.* pattern covers {op}" if not op.startswith("relax.nn.conv2d") else
-                       "covered by a pattern rooted elsewhere that was refused"]
-        out.append(OperatorPlacement(name, op, "cpu", reasons=reasons))
+        reasons = [f"{pat}: {r}" for pat, rs in state.attempts.get(var.name, []) for r in rs]
+        out.append(OperatorPlacement(var.name, op, "cpu", reasons=reasons or [f"no npu.* pattern covers {op}"]))
     return out
 
 
-def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, should_run: bool = True,
-                      cpu: CpuModel = CpuModel()) -> tvm.IRModule:
+def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[CompileOptions] = None) -> tvm.IRModule:
     """Offloads what the NPU can and should run; everything else is left for the CPU pipeline."""
     global _LAST_REPORT
     if mod.attrs is not None and "external_mods" in mod.attrs:
         return mod  # already partitioned (MergeCompositeFunctions cannot run twice)
+    options = options or current_options()
+    cpu = options.cpu or CpuModel()
+    folded = relax.transform.FoldConstant()(mod)  # weight transposes and bias reshapes become constants
     state = pt.PartitionState(config)
     token = pt.ACTIVE.set(state)
     try:
-        part = _fuse(mod)
-        functions: Dict[str, Any] = {}
-        if should_run:
-            functions, vetoes = _evaluate(part, config, cpu)
+        part = _fuse(folded)
+        functions = _evaluate(part, config, cpu, state)
+        if options.should_run:
+            vetoes = {name for f in functions.values() if not f["offloaded"] for name in f["covers"]}
             if vetoes:  # redo with the vetoed operators refused by their checks
                 state = pt.PartitionState(config, vetoed=vetoes)
                 pt.ACTIVE.set(state)
-                part = _fuse(mod)
+                part = _fuse(folded)
+        else:
+            for f in functions.values():
+                f["offloaded"] = True
         fused = part
         from .codegen import CODEGEN_OPTIONS_KEY
 
@@ -199,8 +234,7 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, should_run: bool = T
         part = _drop_npu_constants(part, {s for s, _ in _npu_functions(fused)})
     finally:
         pt.ACTIVE.reset(token)
-    _LAST_REPORT = PartitionReport(config.name, _placements(_original_ops(mod), fused, state), functions,
-                                   sorted(state.vetoed))
+    _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions, sorted(state.vetoed))
     return part
 
 

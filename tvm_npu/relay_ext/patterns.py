@@ -34,6 +34,8 @@ class PartitionState:
     # root binding name -> [(pattern name, reasons)] for every pattern that was tried on it
     attempts: Dict[str, List[Tuple[str, List[str]]]] = dataclasses.field(default_factory=dict)
     vetoed: Set[str] = dataclasses.field(default_factory=set)  # root bindings kept on the CPU ("should run")
+    # accepted matches in the order the checks saw them: (pattern, the main-function Vars it covers)
+    groups: List[Tuple[str, list]] = dataclasses.field(default_factory=list)
 
 
 ACTIVE: contextvars.ContextVar[Optional[PartitionState]] = contextvars.ContextVar("tvm_npu_partition", default=None)
@@ -84,6 +86,8 @@ def _checker(name: str):
             if not reasons and root in state.vetoed:
                 reasons = ["kept on the CPU by the performance model (see the should-run decision)"]
             state.attempts.setdefault(root, []).append((name, reasons))
+            if not reasons:
+                state.groups.append((name, list(ctx.matched_bindings.keys())))
         return not reasons
 
     return check
