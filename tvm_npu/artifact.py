@@ -38,6 +38,7 @@ _REQUIRED = (b"META", b"PROG", b"CNST")
 _KNOWN = _REQUIRED + (b"GOLD",)
 _IO_DTYPES = ("int8", "uint8", "int16", "int32", "float16", "float32")
 _MAX_SECTION_BYTES = 1 << 34
+_MAX_REGION_BYTES = 1 << 32
 
 
 class ArtifactError(ValueError):
@@ -187,6 +188,8 @@ class Artifact:
             meta = json.loads(sections[b"META"].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ArtifactError(f"section META is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ArtifactError("section META nests too deeply to be an artifact's metadata") from None
         art = cls._from_meta(meta, sections[b"PROG"], sections[b"CNST"])
         if b"GOLD" in sections:
             try:
@@ -265,6 +268,11 @@ class Artifact:
                 raise ArtifactError(f"IO tensors {n0!r} and {n1!r} overlap in the IO region")
         if self.scratch_bytes < 0:
             raise ArtifactError("scratch_bytes is negative")
+        # DRAM addresses are 32-bit in the ISA: no region can be larger than 4 GiB
+        for what, size in (("IO region", self.io_bytes), ("scratch_bytes", self.scratch_bytes),
+                           ("CONST region", len(self.constants))):
+            if not 0 <= size <= _MAX_REGION_BYTES:
+                raise ArtifactError(f"{what} of {size} bytes is outside [0, 4 GiB] (ISA addresses are 32-bit)")
         for p in self.provenance:
             if not 0 <= p.start < p.end <= len(prog):
                 raise ArtifactError(f"provenance range [{p.start}, {p.end}) of {p.op!r} is outside the "
