@@ -344,3 +344,32 @@ def model_schedule(program: Program, cfg: NPUConfig):
         seg = fence + 1
     counters = dict(cycles=fence_end, instructions=n, queue_busy=busy, queue_stall=stall, unit_busy=unit)
     return times, counters
+
+
+# ---- an independent reader / writer of the artifact layout (docs/ARTIFACT.md) ----------------------
+
+def artifact_sections(blob: bytes):
+    """[(tag, crc, offset, size, data)] of an artifact, read by the documented layout."""
+    import struct
+    _, _, _, count, _ = struct.unpack_from("<4sHHII", blob)
+    out = []
+    for i in range(count):
+        tag, crc, off, size = struct.unpack_from("<4sIQQ", blob, 16 + i * 24)
+        out.append((tag, crc, off, size, blob[off:off + size]))
+    return out
+
+
+def pack_artifact_sections(sections, *, magic=b"NPUA", fmt=1, isa=1, crcs=None) -> bytes:
+    """An artifact from (tag, data) pairs by the documented layout (crcs[i] overrides a CRC)."""
+    import struct
+    import zlib
+    off = align(16 + 24 * len(sections))
+    table, body = b"", b""
+    for i, (tag, data) in enumerate(sections):
+        crc = zlib.crc32(data) if crcs is None or crcs[i] is None else crcs[i]
+        table += struct.pack("<4sIQQ", tag, crc, off, len(data))
+        padded = data + bytes(align(len(data)) - len(data))
+        body += padded
+        off += len(padded)
+    head = struct.pack("<4sHHII", magic, fmt, isa, len(sections), 0) + table
+    return head + bytes(align(len(head)) - len(head)) + body

@@ -11,39 +11,14 @@ import numpy as np
 import pytest
 
 import reference as ref
-from helpers import sample_artifact
-from tvm_npu.artifact import FORMAT_VERSION, Artifact, ArtifactError, IOTensor, ProvenanceRange, QuantParams
+from helpers import artifact_sections, pack_artifact_sections, sample_artifact
+from tvm_npu.artifact import Artifact, ArtifactError, IOTensor, ProvenanceRange, QuantParams
 from tvm_npu.config import PRESETS
-from tvm_npu.isa import ISA_VERSION, Instr, Program
+from tvm_npu.isa import Instr, Program
 
 HEADER = struct.Struct("<4sHHII")
 ENTRY = struct.Struct("<4sIQQ")
-
-
-def _sections(blob: bytes):
-    """Independent reader of the documented layout: [(tag, crc, offset, size, data)]."""
-    magic, fmt, isa, count, reserved = HEADER.unpack_from(blob)
-    out = []
-    for i in range(count):
-        tag, crc, off, size = ENTRY.unpack_from(blob, HEADER.size + i * ENTRY.size)
-        out.append((tag, crc, off, size, blob[off:off + size]))
-    return out
-
-
-def _pack(sections, *, magic=b"NPUA", fmt=FORMAT_VERSION, isa=ISA_VERSION, crcs=None):
-    """Independent writer of the documented layout from (tag, data) pairs."""
-    def al(n):
-        return (n + 15) // 16 * 16
-    off = al(HEADER.size + ENTRY.size * len(sections))
-    table, body = b"", b""
-    for i, (tag, data) in enumerate(sections):
-        crc = zlib.crc32(data) if crcs is None or crcs[i] is None else crcs[i]
-        table += ENTRY.pack(tag, crc, off, len(data))
-        padded = data + bytes(al(len(data)) - len(data))
-        body += padded
-        off += len(padded)
-    head = HEADER.pack(magic, fmt, isa, len(sections), 0) + table
-    return head + bytes(al(len(head)) - len(head)) + body
+_sections, _pack = artifact_sections, pack_artifact_sections
 
 
 def _with_meta(blob: bytes, mutate) -> bytes:
@@ -425,3 +400,32 @@ def test_reference_of_the_sample(npu_emulator):
     _, _, expected = sample_artifact()
     assert len(np.unique(expected)) > 50
     assert ref.INT32_MIN < 0
+
+
+# ---- robustness: a corrupted or hostile artifact gives an ArtifactError, nothing else ------------------
+
+@pytest.mark.parametrize("meta", [b"[" * 100000, b'{"a":' * 100000], ids=["array", "object"])
+def test_deeply_nested_meta_is_an_artifact_error(blob, meta):
+    """json.loads raises RecursionError (a RuntimeError) on deep nesting; the loader must turn it into
+    an ArtifactError like every other malformed META."""
+    secs = [(t, meta if t == b"META" else d) for t, _, _, _, d in _sections(blob)]
+    with pytest.raises(ArtifactError, match="META"):
+        Artifact.deserialize(_pack(secs))
+
+
+def test_absurd_io_table_is_refused_before_allocating(npu_emulator):
+    """An IO table declaring a 1 TiB output loads and then makes run() allocate the IO region: it must
+    be refused with a ValueError (ArtifactError), not end in MemoryError (or, for a few GiB, in the
+    host running out of memory)."""
+    art, x, _ = sample_artifact(golden=False)
+    art.io = [art.io[0], IOTensor("y", "output", "int8", (2**20, 2**20), 256)]
+    try:
+        loaded = Artifact.deserialize(art.serialize())
+    except ArtifactError:
+        return
+    try:
+        loaded.run({"x": x})
+    except ValueError:
+        return
+    except MemoryError as e:
+        pytest.fail(f"run() raised {type(e).__name__} instead of a ValueError: {e}")

@@ -27,7 +27,7 @@ def _register() -> None:
 _register()
 
 from .target import npu_target  # noqa: E402
-from .relay_ext.partition import last_report, partition_for_npu  # noqa: E402
+from .relay_ext.partition import compile_options, last_report, partition_for_npu  # noqa: E402
 
-__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report",
+__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report", "compile_options",
            "partition_for_npu", "__version__"]

@@ -3,7 +3,6 @@ here from the configuration, on the three presets and a custom machine; counters
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from helpers import (conv_cycles, dma_cycles, dwconv_cycles, gemm_cycles, instr_cycles, model_schedule, run_program,
@@ -308,3 +307,18 @@ def test_barrier_orders_everything(npu_emulator):
     assert res.counters.queue_stall[2] == dl + 1  # STORE waited for the barrier
     times, _ = model_schedule(prog, cfg)
     assert [tuple(r[2:]) for r in tr] == times
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=CFG_IDS)
+def test_load_and_store_are_separate_full_bandwidth_channels(npu_emulator, cfg):
+    """An unordered load and store run side by side, each at the full DMA bandwidth."""
+    prog = Program([
+        Instr.make("dma.load", dst=T(A, I8, (1, 1, 16, 64)), src=DramRef(Region.IO, 0, (0, 0, 64, 1))),
+        Instr.make("dma.store", src=T(A, I8, (1, 1, 16, 64), 4096), dst=DramRef(Region.IO, 1024, (0, 0, 64, 1))),
+        Instr.make("end"),
+    ])
+    res = run_program(npu_emulator, cfg, prog, io=2048, trace=True)
+    d = dma_cycles(cfg, 1024)
+    assert res.trace[:2, 2:].tolist() == [[0, d], [0, d]]
+    assert res.counters.cycles == d + cfg.control_cycles
+    assert res.counters.unit_busy[:2] == (d, d)

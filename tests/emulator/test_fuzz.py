@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import model_schedule, sample_artifact
+from helpers import model_schedule, pack_artifact_sections, sample_artifact
 from tvm_npu.artifact import Artifact
 from tvm_npu.config import PRESETS
-from tvm_npu.isa import DramRef, DType, Instr, ISAError, Program, Region, Space, TensorRef, spec
+from tvm_npu.isa import DramRef, DType, Instr, Program, Region, Space, TensorRef, spec
 
 NANO = PRESETS["npu-nano"]
 IO_BYTES, CONST_BYTES, SCRATCH_BYTES = 2048, 1024, 512
@@ -384,9 +384,8 @@ def test_semantically_odd_artifacts(npu_emulator):
     for i in range(count):
         tag, crc, off, size = struct.unpack_from("<4sIQQ", blob, 16 + 24 * i)
         secs.append((tag, blob[off:off + size]))
-    from test_artifact import _pack  # the independent writer of the documented layout
     for meta in _meta_variants(art):
-        bad = _pack([(t, meta if t == b"META" else d) for t, d in secs])
+        bad = pack_artifact_sections([(t, meta if t == b"META" else d) for t, d in secs])
         try:
             loaded = Artifact.deserialize(bad)
         except ValueError:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from helpers import Kernel, rand_f16, rand_int, rng
+from helpers import Kernel, rand_int, rng
 from tvm_npu.isa import Func, Space
 
 ALL_F16 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
