@@ -98,9 +98,12 @@ def conv_geom(desc: OpDesc) -> ConvGeom:
                     *desc.attrs["strides"], *desc.attrs["dilation"], pad, desc.attrs["groups"])
 
 
-def _mults(total: int, unit: int) -> List[int]:
-    """Candidate tile sizes: multiples of `unit` up to `total`, plus `total` itself, largest first."""
+def _mults(total: int, unit: int, small: bool = False) -> List[int]:
+    """Candidate tile sizes: multiples of `unit` up to `total`, plus `total` itself (and, with
+    `small`, the sizes below `unit` for machines whose SRAMs cannot hold one unit), largest first."""
     cands = {total} | {k * unit for k in range(1, total // unit + 1)}
+    if small:
+        cands |= {c for c in (8, 4, 2, 1) if c < unit}
     return sorted((c for c in cands if 0 < c <= total), reverse=True)
 
 
@@ -158,7 +161,7 @@ def conv_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:
         depth_cands = [g.cg]
     else:
         col_cands = _mults(g.cout, config.mac_cols)
-        depth_cands = _mults(g.cin, 16)
+        depth_cands = _mults(g.cin, 16, small=True)
     for depth in depth_cands:
         for cols in col_cands:
             for rows in _rows_candidates(g.oh):
@@ -172,7 +175,7 @@ def matmul_geom(desc: OpDesc) -> Tuple[int, int, int]:
 
 def matmul_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:
     rows, k, n = matmul_geom(desc)
-    for depth in _mults(k, 16):
+    for depth in _mults(k, 16, small=True):
         for cols in _mults(n, config.mac_cols):
             for r in _rows_candidates(rows):
                 yield Plan(r, cols, depth)
