@@ -321,11 +321,13 @@ class Program:
         buf = bytes(buf)
         if len(buf) < spec.PROGRAM_HEADER.size:
             raise ISAError(f"program: truncated header ({len(buf)} bytes)")
-        magic, version, _, count, nbytes = spec.PROGRAM_HEADER.unpack_from(buf)
+        magic, version, reserved, count, nbytes = spec.PROGRAM_HEADER.unpack_from(buf)
         if magic != spec.PROGRAM_MAGIC:
             raise ISAError(f"program: bad magic {magic!r} (expected {spec.PROGRAM_MAGIC!r})")
         if version != spec.ISA_VERSION:
             raise ISAError(f"program: ISA version {version}, this build supports {spec.ISA_VERSION}")
+        if reserved != 0:
+            raise ISAError(f"program: reserved header field is {reserved}, must be 0")
         if nbytes != len(buf) - spec.PROGRAM_HEADER.size:
             raise ISAError(f"program: header says {nbytes} bytes of instructions, "
                            f"{len(buf) - spec.PROGRAM_HEADER.size} present")
