@@ -1,10 +1,9 @@
 """The compiler's performance model: predicts the emulator's cycles, and the roofline.
 
-Per instruction it applies the cost table of NPU_SPEC.md; per operator it models the double
-buffered pipeline of codegen/pipeline.py as `sum over steps of max(load, compute, store)` plus the
-first load and the last store (fill and drain), instead of simulating the queues: cheap enough to
-rank tile plans and decide what is worth offloading, and checked against the emulator by
-scripts/bench_models.py and the tests.
+Per instruction it applies the cost table of NPU_SPEC.md; per operator it follows the tile steps of
+codegen/pipeline.py with a step-level recurrence of the token protocol instead of simulating every
+instruction on the queues: cheap enough to rank tile plans and decide what is worth offloading,
+and checked against the emulator by scripts/bench_models.py and tests/codegen.
 """
 
 from __future__ import annotations
@@ -60,19 +59,36 @@ def queue_cycles(instrs: Iterable[Instr], cfg: NPUConfig) -> int:
 
 
 def pipeline_cycles(steps: Sequence, cfg: NPUConfig, double_buffer: bool = True) -> int:
-    """Predicted cycles of a list of codegen.pipeline.Step (plus the closing barrier)."""
-    costs = [(queue_cycles(s.loads, cfg), queue_cycles(s.computes, cfg), queue_cycles(s.stores, cfg)) for s in steps]
-    if not costs:
-        return cfg.control_cycles
-    if not double_buffer:
-        return sum(sum(c) for c in costs) + cfg.control_cycles
-    # step i's compute overlaps the next step's load and the previous step's store
-    total = costs[0][0] + costs[-1][2] + cfg.control_cycles
-    for i, (_, compute, _) in enumerate(costs):
-        nxt = costs[i + 1][0] if i + 1 < len(costs) else 0
-        prev = costs[i - 1][2] if i > 0 else 0
-        total += max(compute, nxt, prev)
-    return total
+    """Predicted cycles of a list of codegen.pipeline.Step (plus the closing barrier).
+
+    A step-level recurrence of the token protocol: a step's loads start when the previous loads are
+    done and the compute that last read their slot has finished (two load steps back when double
+    buffered, one otherwise); its compute starts when its data is loaded, the previous compute is
+    done and its output slot has been stored; its stores follow its compute.
+    """
+    reuse = 2 if double_buffer else 1
+    load_end: list = []  # end of each load step
+    comp_end_by_load: list = []  # compute end of each load step
+    store_end: list = []  # end of each store step
+    comp_end_by_store: list = []
+    last_load = last_comp = last_store = 0
+    for s in steps:
+        lc, cc, sc = queue_cycles(s.loads, cfg), queue_cycles(s.computes, cfg) or cfg.control_cycles, \
+            queue_cycles(s.stores, cfg)
+        start_c = last_comp
+        if s.loads:
+            free = comp_end_by_load[-reuse] if len(comp_end_by_load) >= reuse else 0
+            last_load = max(last_load, free) + lc
+            start_c = max(start_c, last_load)
+        if s.stores and len(store_end) >= reuse:
+            start_c = max(start_c, store_end[-reuse])
+        last_comp = start_c + cc
+        if s.loads:
+            comp_end_by_load.append(last_comp)
+        if s.stores:
+            last_store = max(last_store, last_comp) + sc
+            store_end.append(last_store)
+    return max(last_load, last_comp, last_store) + cfg.control_cycles
 
 
 def roofline_cycles(macs: int, half_rate: bool, dram_bytes: int, vector_elems: int, cfg: NPUConfig) -> float:
