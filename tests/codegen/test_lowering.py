@@ -59,14 +59,15 @@ def test_double_buffering_and_performance_model(case, config):
         art, records = FunctionCompiler(cfg, double_buffer=db).compile(fn, "f")
         outs, res = art.run({"x": x})
         runs[db] = (res.counters.cycles, sum(r.predicted_cycles for r in records), outs)
-        steps = art.producer["steps"]
+        if db:
+            steps = art.producer["steps"]  # the serialised twin may tile differently (one slot, bigger tiles)
     (db_cycles, db_pred, db_out), (ser_cycles, ser_pred, ser_out) = runs[True], runs[False]
     for name in db_out:
         np.testing.assert_array_equal(db_out[name], ser_out[name])
     if steps > 1:  # something to overlap
         assert db_cycles < ser_cycles, (db_cycles, ser_cycles)
     else:
-        assert db_cycles == ser_cycles
+        assert db_cycles <= ser_cycles
     # per-operator predictions exclude only the program's final `end` instruction
     for emulated, predicted in ((db_cycles, db_pred), (ser_cycles, ser_pred)):
         assert abs(emulated - predicted) <= max(cfg.control_cycles, 0.01 * emulated), (emulated, predicted)
