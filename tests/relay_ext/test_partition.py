@@ -176,3 +176,9 @@ def test_report_json_and_summary_name_every_operator():
     assert ops == {"relax.nn.conv2d": "npu", "relax.exp": "cpu"}
     text = rep.summary()
     assert "npu.conv2d" in text and "no npu.* pattern covers relax.exp" in text
+
+
+def test_supported_ops_doc_is_generated_from_the_checks():
+    from tvm_npu.relay_ext import doc
+
+    assert doc.main(["--check"]) == 0, "run python -m tvm_npu.relay_ext.doc"
