@@ -12,7 +12,7 @@ import math
 from typing import Iterable, Sequence
 
 from .config import NPUConfig
-from .isa import DType, Instr, Queue
+from .isa import DType, Instr
 from .isa.spec import DTYPE_SIZE, Unit
 
 _HALF = (DType.FP16, DType.INT16)
@@ -67,10 +67,8 @@ def pipeline_cycles(steps: Sequence, cfg: NPUConfig, double_buffer: bool = True)
     done and its output slot has been stored; its stores follow its compute.
     """
     reuse = 2 if double_buffer else 1
-    load_end: list = []  # end of each load step
     comp_end_by_load: list = []  # compute end of each load step
     store_end: list = []  # end of each store step
-    comp_end_by_store: list = []
     last_load = last_comp = last_store = 0
     for s in steps:
         lc, cc, sc = queue_cycles(s.loads, cfg), queue_cycles(s.computes, cfg) or cfg.control_cycles, \
@@ -97,4 +95,4 @@ def roofline_cycles(macs: int, half_rate: bool, dram_bytes: int, vector_elems: i
     return max(macs / peak, dram_bytes / cfg.dma_bytes_per_cycle, vector_elems / cfg.vector_lanes)
 
 
-__all__ = ["instr_cycles", "queue_cycles", "pipeline_cycles", "roofline_cycles", "Queue"]
+__all__ = ["instr_cycles", "queue_cycles", "pipeline_cycles", "roofline_cycles"]

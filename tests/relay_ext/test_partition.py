@@ -182,3 +182,17 @@ def test_supported_ops_doc_is_generated_from_the_checks():
     from tvm_npu.relay_ext import doc
 
     assert doc.main(["--check"]) == 0, "run python -m tvm_npu.relay_ext.doc"
+
+
+def test_vector_ops_that_cannot_fit_are_refused_at_partition_time_not_in_codegen():
+    """A softmax row larger than ACT must be refused by its check (with the reason) and run on the CPU."""
+    tiny = tvm_npu.NPUConfig("npu-tiny", 4, 4, 8 * 1024, 4 * 1024, 4 * 1024, 4, 16, 4, 100)
+    mod = _relax_fn(lambda bb, x: relax.op.nn.softmax(x), _x([2, 10000]))
+    with tvm_npu.compile_options(should_run=False):
+        ex = tvm.compile(mod, target=tvm_npu.npu_target(tiny))
+    reasons = _cpu_reasons(tvm_npu.last_report(), "relax.nn.softmax")
+    assert any("tiles_fit" in r and "does not fit ACT" in r for r in reasons), reasons
+    x = RNG.standard_normal((2, 10000)).astype(np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    e = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)

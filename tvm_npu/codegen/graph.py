@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.backend.pattern_registry import get_pattern
 
@@ -20,9 +18,9 @@ from .. import __version__
 from ..artifact import Artifact, IOTensor, ProvenanceRange
 from ..config import NPUConfig
 from ..isa import DType, Region
-from ..relay_ext.ops import OpDesc, Unsupported, describe, tensor_desc
+from ..relay_ext.ops import OpDesc, Unsupported, describe
 from . import plans as P
-from .lower import Lowerer
+from .lower import Lowerer, lower_op
 from .memory import ConstPool, DramTensor
 
 _NPU_DTYPE = {"float32": DType.FP16, "float16": DType.FP16, "int8": DType.INT8, "int16": DType.INT16,
@@ -101,7 +99,6 @@ class FunctionCompiler:
             values[p] = io_tensor(p.name, "input", p.ty)
         ret = fn.body.body
         outputs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
-        out_set = {o: i for i, o in enumerate(outputs)}
         scratch_top = 0
         composites: Dict[relax.Var, relax.Function] = {}
         records: List[OpRecord] = []
@@ -142,7 +139,7 @@ class FunctionCompiler:
                 scratch_top = (scratch_top + out.nbytes + 15) // 16 * 16
             values[b.var] = out
             start = len(low.program)
-            plan = self._lower(low, desc, ins, out, b.var.name)
+            plan = lower_op(low, desc, ins, out, self.plan_overrides.get(b.var.name))
             records.append(OpRecord(desc.composite, b.var.name, desc.sources, desc.kind, plan, macs_of(desc),
                                     (start, len(low.program)), low.estimates[-1]))
         missing = [o for o in outputs if o not in values]
@@ -157,23 +154,9 @@ class FunctionCompiler:
                         "steps": low.stats["steps"]})
         return art, records
 
-    def _lower(self, low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, binding: str):
-        if desc.kind in ("conv2d", "matmul"):
-            plan = P.plan_for(desc, self.config, self.plan_overrides.get(binding))
-            getattr(low, desc.kind)(desc, ins[0], out, plan)
-            return plan
-        if desc.kind in ("binary", "activation"):
-            low.elementwise(desc, ins, out)
-        elif desc.kind == "concat":
-            low.concat(desc, ins, out)
-        else:
-            getattr(low, desc.kind)(desc, ins[0], out)
-        return None
-
 
 def compile_function(fn: relax.Function, symbol: str, config: NPUConfig, **kwargs) -> Tuple[Artifact, List[OpRecord]]:
     return FunctionCompiler(config, **kwargs).compile(fn, symbol)
 
 
-__all__ = ["compile_function", "composite_desc", "FunctionCompiler", "OpRecord", "macs_of", "np", "tvm",
-           "tensor_desc"]
+__all__ = ["compile_function", "composite_desc", "FunctionCompiler", "OpRecord", "macs_of"]

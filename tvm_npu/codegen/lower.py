@@ -10,12 +10,12 @@ bias and the epilogue fp32, rounded once to fp16 on the way out.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from ..config import NPUConfig
-from ..isa import DType, Func, Instr, PoolMode, Program, ReduceMode, Space, TensorRef
+from ..isa import DType, Func, Instr, PoolMode, Program, ReduceMode, Region, Space, TensorRef
 from ..isa.spec import DTYPE_SIZE
 from ..perf_model import pipeline_cycles
 from ..relay_ext.ops import Activation, OpDesc, Unsupported
@@ -464,6 +464,30 @@ class Lowerer:
                         stores=[Instr.make("dma.store", src=o, dst=out.view(ax, {ax[0]: b, ax[1]: y0, ax[3]: c0}))]))
                     rank += 1
         self._finish(steps)
+
+
+def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
+             plan: Optional[P.Plan] = None) -> Optional[P.Plan]:
+    """Lowers one operator (its operands already placed in DRAM); returns the tile plan used."""
+    if desc.kind in ("conv2d", "matmul"):
+        plan = P.plan_for(desc, low.config, plan)
+        getattr(low, desc.kind)(desc, ins[0], out, plan)
+        return plan
+    if desc.kind in ("binary", "activation"):
+        low.elementwise(desc, ins, out)
+    elif desc.kind == "concat":
+        low.concat(desc, ins, out)
+    else:
+        getattr(low, desc.kind)(desc, ins[0], out)
+    return None
+
+
+def dry_run(desc: OpDesc, config: NPUConfig) -> None:
+    """Lowers the operator into a throwaway program: raises Unsupported exactly when codegen would."""
+    low = Lowerer(config, ConstPool())
+    ins = [low.consts.tensor(t.const, F16) if t.is_const else DramTensor(Region.IO, 0, t.shape, F16)
+           for t in desc.inputs]
+    lower_op(low, desc, ins, DramTensor(Region.IO, 0, desc.output.shape, F16))
 
 
 def _pad4(shape: Sequence[int]) -> tuple:

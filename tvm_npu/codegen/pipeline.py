@@ -18,7 +18,7 @@ operator race).
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List
 
 from ..isa import Dep, Instr, Program, Queue
 
@@ -68,22 +68,7 @@ def emit_pipeline(program: Program, steps: List[Step], double_buffer: bool = Tru
             stores[0] = _with(stores[0], Dep.POP_PREV)
             if r + reuse < len(store_steps):
                 stores[-1] = _with(stores[-1], Dep.PUSH_PREV)
-        if not double_buffer and i + 1 < len(steps):
-            pass  # reuse distance 1 already serialises: each slot is reused by the very next step
         computes[0] = _with(computes[0], first_c)
         computes[-1] = _with(computes[-1], last_c)
         for ins in loads + computes + stores:
             program.append(ins)
-
-
-def slot_of(rank: int, double_buffer: bool = True) -> int:
-    return rank % 2 if double_buffer else 0
-
-
-def next_rank(counter: List[int]) -> int:
-    """Tiny helper for lowering code: returns and increments counter[0]."""
-    counter[0] += 1
-    return counter[0] - 1
-
-
-__all__ = ["Step", "emit_pipeline", "slot_of", "next_rank", "Optional"]

@@ -211,23 +211,7 @@ def default_plan(desc: OpDesc, config: NPUConfig) -> Plan:
         if best is None:
             raise Unsupported(f"no matmul tile fits the SRAMs ({_why(config, last)} for the smallest tile)")
         return best[1]
-    return vector_plan(desc, config)
-
-
-def vector_plan(desc: OpDesc, config: NPUConfig) -> Plan:
-    """Vector operators tile rows of their last dimension; rows per tile such that the double
-    buffered inputs and outputs fit ACT (and the fp32 partials of softmax/mean fit ACC)."""
-    shape = desc.output.shape if desc.kind not in ("mean",) else desc.inputs[0].shape
-    row = shape[-1] if shape else 1
-    n_in = max(1, len([t for t in desc.inputs if not t.is_const]))
-    per_row_act = sram_bytes((1, 1, 1, row), F16) * 2 * (n_in + 2)
-    per_row_acc = sram_bytes((1, 1, 1, row), F32) * 2
-    if desc.kind == "pool":
-        return Plan(1, 1, 1)  # pool plans are sized in lower.py from the window geometry
-    budget_rows = min(config.act_sram_bytes // per_row_act, config.acc_sram_bytes // per_row_acc)
-    if budget_rows < 1:
-        raise Unsupported(f"a row of {row} elements does not fit ACT/ACC twice over")
-    return Plan(int(min(budget_rows, 4096)), row, row)
+    raise ValueError(f"{desc.kind} operators have no tile plan (their lowering sizes rows itself)")
 
 
 def plan_for(desc: OpDesc, config: NPUConfig, override: Optional[Plan] = None) -> Plan:

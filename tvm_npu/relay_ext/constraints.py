@@ -162,10 +162,10 @@ def mean_adjacent_axes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
 
 def tiles_fit(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     """After tiling, the double-buffered tiles of the operator fit the configuration's SRAMs."""
-    from ..codegen.plans import default_plan
+    from ..codegen.lower import dry_run
 
     try:
-        default_plan(d, cfg)
+        dry_run(d, cfg)  # the real lowering: refuses exactly what code generation would
     except Unsupported as e:
         return str(e)
     return None
@@ -176,12 +176,12 @@ BY_KIND: Dict[str, List[Constraint]] = {
     "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
                         tiles_fit],
     "matmul": COMMON + [constant_weights, matmul_shapes, bias_per_channel, activation_supported, tiles_fit],
-    "binary": COMMON + [broadcastable],
-    "activation": COMMON + [activation_supported],
+    "binary": COMMON + [broadcastable, tiles_fit],
+    "activation": COMMON + [activation_supported, tiles_fit],
     "pool": COMMON + [pool_params, tiles_fit],
-    "softmax": COMMON + [softmax_last_axis],
-    "mean": COMMON + [mean_adjacent_axes],
-    "concat": COMMON,
+    "softmax": COMMON + [softmax_last_axis, tiles_fit],
+    "mean": COMMON + [mean_adjacent_axes, tiles_fit],
+    "concat": COMMON + [tiles_fit],
 }
 
 

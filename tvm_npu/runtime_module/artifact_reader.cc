@@ -29,7 +29,7 @@ constexpr size_t kHeaderSize = 16;  // magic, u16 format, u16 ISA, u32 count, u3
 constexpr size_t kEntrySize = 24;   // tag, u32 CRC, u64 offset, u64 size
 constexpr uint32_t kFormatVersion = 1;
 constexpr int kMaxJsonDepth = 64;              // META nests 4 deep; deeper input could exhaust the stack
-constexpr uint64_t kMaxRegionBytes = 1ull << 40;  // same bound as npu_emulator.execute's scratch_bytes
+constexpr uint64_t kMaxRegionBytes = 1ull << 32;  // DRAM addresses are 32-bit in the ISA (as artifact.py)
 const char* const kTags[] = {"META", "PROG", "CNST", "GOLD"};
 constexpr size_t kNumTags = 4, kNumRequired = 3;
 
@@ -99,22 +99,21 @@ class Fields {
   std::string where_;
 };
 
-// Same rules as ParseConfig in npu_emulator/src/ffi_api.cc (every integer field, "name" optional
-// string, nothing else), then the emulator's own range checks.
+// Same rules as ParseConfig in npu_emulator/src/ffi_api.cc (every integer field, nothing else),
+// then the emulator's own range checks. Unlike there, "name" is required (a non-empty string), as
+// NPUConfig.from_dict requires it; every artifact carries it.
 npu::isa::Config ParseConfig(const Any& v) {
   Fields f(v, "META.config");
   npu::isa::Config cfg;
   for (const auto& kv : f.obj()) {
     auto key = kv.first.as<String>();
     if (!key.has_value()) Fail("META.config keys must be strings");
-    if (*key == "name") {
-      f.Str("name");
-      continue;
-    }
+    if (*key == "name") continue;
     bool known = false;
     npu::isa::ForEachConfigField(&cfg, [&](const char* name, int64_t*) { known |= *key == name; });
     if (!known) Fail("META.config: unknown field " + std::string(*key));
   }
+  if (f.Str("name").empty()) Fail("META.config.name must not be empty");
   npu::isa::ForEachConfigField(&cfg, [&](const char* name, int64_t* field) { *field = f.Int(name); });
   try {
     npu::ValidateConfig(cfg);
@@ -180,7 +179,7 @@ IOEntry ParseIO(const Any& v, size_t i) {
   }
   int64_t offset = t.Int("offset"), nbytes = t.Int("nbytes");
   if (offset < 0 || uint64_t(offset) > kMaxRegionBytes)
-    Fail(t.Path("offset") + " " + std::to_string(offset) + " outside [0, 2^40]");
+    Fail(t.Path("offset") + " " + std::to_string(offset) + " outside [0, 4 GiB]");
   if (nbytes < 0 || uint64_t(nbytes) != n)
     Fail(t.Path("nbytes") + " " + std::to_string(nbytes) + " disagrees with its dtype and shape (" + std::to_string(n) + ")");
   e.offset = uint64_t(offset);
@@ -255,11 +254,12 @@ void ParseMeta(const std::string& text, Artifact* art) {
   for (size_t i = 0; i < io.size(); ++i) {
     IOEntry e = ParseIO(io[i], i);
     if (!names.insert(e.name).second) Fail("IO tensor '" + e.name + "': duplicate name");
-    end = std::max(end, e.offset + e.nbytes);  // both <= 2^40: no overflow
+    end = std::max(end, e.offset + e.nbytes);  // both <= 4 GiB: no overflow
     art->io.push_back(std::move(e));
   }
   std::vector<const IOEntry*> spans;
-  for (const IOEntry& e : art->io) if (e.nbytes) spans.push_back(&e);
+  for (const IOEntry& e : art->io)
+    if (e.nbytes) spans.push_back(&e);
   std::sort(spans.begin(), spans.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < spans.size(); ++i)
     if (spans[i]->offset < spans[i - 1]->offset + spans[i - 1]->nbytes)
@@ -267,8 +267,9 @@ void ParseMeta(const std::string& text, Artifact* art) {
   int64_t io_bytes = m.Int("io_bytes"), scratch = m.Int("scratch_bytes");
   if (io_bytes < 0 || uint64_t(io_bytes) != end)
     Fail("META.io_bytes " + std::to_string(io_bytes) + " disagrees with the IO table (" + std::to_string(end) + ")");
+  if (end > kMaxRegionBytes) Fail("IO region of " + std::to_string(end) + " bytes is outside [0, 4 GiB]");
   if (scratch < 0 || uint64_t(scratch) > kMaxRegionBytes)
-    Fail("META.scratch_bytes " + std::to_string(scratch) + " outside [0, 2^40]");
+    Fail("META.scratch_bytes " + std::to_string(scratch) + " outside [0, 4 GiB]");
   art->io_bytes = end;
   art->scratch_bytes = uint64_t(scratch);
   json::Array prov = m.List("provenance");
@@ -333,6 +334,7 @@ Artifact ParseArtifact(std::string bytes) {
   art.prog_size = sizes[1];
   art.const_offset = offsets[2];
   art.const_size = sizes[2];
+  if (art.const_size > kMaxRegionBytes) Fail("CONST region of " + std::to_string(art.const_size) + " bytes is outside [0, 4 GiB]");
   art.num_instructions = CountInstructions(b + art.prog_offset, art.prog_size);
   ParseMeta(std::string(art.bytes, offsets[0], sizes[0]), &art);
   return art;
