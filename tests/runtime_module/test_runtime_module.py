@@ -4,7 +4,6 @@ validation of malformed artifacts and module bytes, and an exported library run 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -328,6 +327,8 @@ META_CASES = [
     (_set(["config", "mac_rows"], 0), "META.config"),
     (_set(["config", "act_sram_bytes"], 1000), "META.config"),
     (_set(["config", "name"], 3), "META.config.name must be a string"),
+    (_set(["config", "name"], KeyError), "META.config.name is missing"),
+    (_set(["config", "name"], ""), "META.config.name must not be empty"),
     (_set(["config", "turbo"], 1), "unknown field turbo"),
     # NPUConfig.from_dict fills defaulted fields; the C++ reader wants all, like npu_emulator.execute
     (_set(["config", "half_rate_factor"], KeyError), "half_rate_factor is missing", "python accepts"),
@@ -356,6 +357,7 @@ META_CASES = [
     (_set(["io_bytes"], 4096), "META.io_bytes 4096 disagrees"),
     (_set(["scratch_bytes"], -1), "scratch_bytes -1 outside"),
     (_set(["scratch_bytes"], 1.5), "scratch_bytes must be an integer"),
+    (_set(["scratch_bytes"], 2**32 + 1), r"scratch_bytes 4294967297 outside \[0, 4 GiB\]"),
     (_set(["format_version"], 2), "versions disagree"),
     (_set(["isa_version"], KeyError), "isa_version is missing"),
     (_set(["provenance", 0, "end"], 99), r"provenance range \[0, 99\) of 'npu.dense' is outside the 6-instruction"),
@@ -605,7 +607,7 @@ def _relax_program(npu_mod):
     b = relax.Var("b", relax.TensorType(list(F16_SHAPE), "float32"))
     with bb.function("main", [x, a, b]):
         y = bb.emit(relax.call_dps_packed("gemm", (x,), relax.TensorType([1, 4, 4, 16], "int8")))
-        # float32 tensors through an float16 artifact: the VM hands float32 buffers, the module converts
+        # float32 tensors through a float16 artifact: the VM hands float32 buffers, the module converts
         o = bb.emit(relax.call_dps_packed("add", (a, b), relax.TensorType(list(F16_SHAPE), "float32")))
         out = bb.emit(relax.Tuple([y, o]))
         bb.emit_func_output(out)
@@ -649,9 +651,8 @@ def test_export_library_and_run_in_fresh_process(module, arts, tmp_path):
     lib_path = tmp_path / "npu_lib.so"
     ex.export_library(str(lib_path))
     np.savez(tmp_path / "in.npz", x=x, a=a, b=b)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, "-c", FRESH, str(lib_path), str(tmp_path / "in.npz"),
-                           str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300, env=env)
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(tmp_path / "out.npz") as got:
         np.testing.assert_array_equal(got["y"], expected)
