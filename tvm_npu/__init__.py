@@ -28,6 +28,7 @@ _register()
 
 from .target import npu_target  # noqa: E402
 from .relay_ext.partition import compile_options, last_report, partition_for_npu  # noqa: E402
+from .profiling import enable_trace, profile  # noqa: E402
 
-__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report", "compile_options",
+__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report", "compile_options", "enable_trace", "profile",
            "partition_for_npu", "__version__"]

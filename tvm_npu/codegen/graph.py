@@ -40,6 +40,20 @@ class OpRecord:
     macs: int
     instr_range: Tuple[int, int]
     predicted_cycles: int
+    min_dram_bytes: int = 0  # inputs, weights and outputs each moved once (the roofline's traffic)
+    vector_elems: int = 0  # one vector pass over the output
+
+    def roofline_cycles(self, config: NPUConfig) -> float:
+        from ..perf_model import roofline_cycles
+
+        return roofline_cycles(self.macs, True, self.min_dram_bytes, self.vector_elems, config)
+
+    def to_dict(self, config: NPUConfig) -> dict:
+        return {"op": self.composite, "binding": self.binding, "sources": self.sources, "kind": self.kind,
+                "plan": self.plan.to_dict() if self.plan else None, "macs": self.macs,
+                "min_dram_bytes": self.min_dram_bytes, "vector_elems": self.vector_elems,
+                "predicted_cycles": self.predicted_cycles, "roofline_cycles": round(self.roofline_cycles(config), 1),
+                "instructions": list(self.instr_range)}
 
 
 def composite_desc(fn: relax.Function) -> OpDesc:
@@ -140,8 +154,9 @@ class FunctionCompiler:
             values[b.var] = out
             start = len(low.program)
             plan = lower_op(low, desc, ins, out, self.plan_overrides.get(b.var.name))
+            traffic = sum(t.nbytes for t in ins) + out.nbytes
             records.append(OpRecord(desc.composite, b.var.name, desc.sources, desc.kind, plan, macs_of(desc),
-                                    (start, len(low.program)), low.estimates[-1]))
+                                    (start, len(low.program)), low.estimates[-1], traffic, out.nbytes // out.itemsize))
         missing = [o for o in outputs if o not in values]
         if missing:
             raise Unsupported("an output of the NPU function is not computed by it")
@@ -151,7 +166,7 @@ class FunctionCompiler:
                       if r.instr_range[1] > r.instr_range[0]]
         art = Artifact(self.config, low.program.encode(), bytes(consts.data), io, scratch_top, provenance,
                        {"tvm_npu": __version__, "symbol": symbol, "transposing_dma": low.stats["transposing_dma"],
-                        "steps": low.stats["steps"]})
+                        "steps": low.stats["steps"], "layers": [r.to_dict(self.config) for r in records]})
         return art, records
 
 
