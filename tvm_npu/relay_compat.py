@@ -86,8 +86,6 @@ _RELAY_TOP = {
     "create_executor": "ex = tvm.compile(mod, target); relax.VirtualMachine(ex, tvm.cpu())['main'](*inputs)",
     "optimize": "tvm.compile(mod, target) (it runs the optimisation pipeline; tvm_npu hooks it)",
     "bind_params_by_name": "relax.transform.BindParams('main', params)(mod)",
-    "load_param_dict": "tvm.runtime.load_param_dict",
-    "save_param_dict": "tvm.runtime.save_param_dict",
 }
 
 # stub submodules of tvm.relay: name -> replacement text for any attribute of it

@@ -86,7 +86,9 @@ def macs_of(desc: OpDesc) -> int:
 
 
 class FunctionCompiler:
-    def __init__(self, config: NPUConfig, double_buffer: bool = True, plans: Optional[Dict[str, P.Plan]] = None):
+    def __init__(self, config: NPUConfig, double_buffer: bool = True, plans: Optional[Dict[str, P.Plan]] = None,
+                 sources: Optional[List[str]] = None):
+        self.sources = sources  # per composite, the user's bindings it covers (from the partitioner)
         self.config = config
         self.double_buffer = double_buffer
         self.plan_overrides = plans or {}
@@ -161,8 +163,11 @@ class FunctionCompiler:
         if missing:
             raise Unsupported("an output of the NPU function is not computed by it")
         low.program.emit("end")
+        if self.sources is not None and len(self.sources) == len(records):
+            for r, covered in zip(records, self.sources):
+                r.binding = covered or r.binding
         provenance = [ProvenanceRange(r.instr_range[0], r.instr_range[1], r.composite,
-                                      f"{' + '.join(r.sources)} -> {r.binding}") for r in records
+                                      f"{' + '.join(r.sources)}: {r.binding}") for r in records
                       if r.instr_range[1] > r.instr_range[0]]
         art = Artifact(self.config, low.program.encode(), bytes(consts.data), io, scratch_top, provenance,
                        {"tvm_npu": __version__, "symbol": symbol, "transposing_dma": low.stats["transposing_dma"],

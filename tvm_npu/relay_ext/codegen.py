@@ -14,6 +14,12 @@ from ..target import config_of, is_npu_target
 
 CODEGEN_OPTIONS_KEY = "config"
 _COMPILED: dict = {}  # symbol -> OpRecords of the last compilation (for reports and profiling)
+_SOURCES: dict = {}  # symbol -> per composite, the user's bindings it covers (set by the partitioner)
+
+
+def set_sources(sources: dict) -> None:
+    _SOURCES.clear()
+    _SOURCES.update(sources)
 
 
 def _config(options):
@@ -31,7 +37,7 @@ def npu_codegen(funcs, options, constant_names):
     blobs = {}
     for fn in funcs:
         symbol = str(fn.attrs["global_symbol"])
-        artifact, records = compile_function(fn, symbol, config)
+        artifact, records = compile_function(fn, symbol, config, sources=_SOURCES.get(symbol))
         blobs[symbol] = artifact.serialize()
         _COMPILED[symbol] = records
     return [create_module(blobs)] if blobs else []

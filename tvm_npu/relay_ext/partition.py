@@ -148,6 +148,16 @@ def _function_vars(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, L
     return out
 
 
+def _composite_sources(fn: relax.Function, covered: List[tuple]) -> List[str]:
+    """Per composite of fn, in order: the main-function bindings it covers ("lv3 = relax.nn.conv2d, ...")."""
+    out, i = [], 0
+    for name, calls in _composites(fn):
+        group = [v for v, n in covered[i:i + calls]]
+        i += calls
+        out.append(", ".join(v.name for v in group))
+    return out
+
+
 def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.PartitionState):
     """Per NPU function: predicted NPU and CPU times, whether offloading pays, the operators it covers."""
     from ..codegen.graph import compile_function
@@ -228,7 +238,11 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
             for f in functions.values():
                 f["offloaded"] = True
         fused = part
-        from .codegen import CODEGEN_OPTIONS_KEY
+        from .codegen import CODEGEN_OPTIONS_KEY, set_sources
+
+        # provenance: the bindings of the user's main function each composite covers, by symbol
+        set_sources({sym: _composite_sources(fn, cov) for (sym, fn), cov in
+                     zip(_npu_functions(fused), _function_vars(fused, state).values())})
 
         part = relax.transform.RunCodegen({"npu": {CODEGEN_OPTIONS_KEY: config.to_json()}})(part)
         part = _drop_npu_constants(part, {s for s, _ in _npu_functions(fused)})
