@@ -1,10 +1,12 @@
-"""The `tvm-npu` command line: configurations, assembler, disassembler and artifact tools."""
+"""The `tvm-npu` command line: explain / compile / run models; configurations; assembler,
+disassembler and artifact tools."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .artifact import MAGIC as ARTIFACT_MAGIC, Artifact
@@ -66,6 +68,87 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(d == 0 for d in diffs.values()) else 1
 
 
+def _compile(args: argparse.Namespace):
+    import tvm
+
+    from . import compile_options, last_report, npu_target
+    from .frontend import load, parse_shapes
+
+    loaded = load(args.model, parse_shapes(args.shape))
+    target = npu_target(args.target) if args.target.startswith("npu") or args.target.endswith(".json") \
+        else tvm.target.Target(args.target)
+    t0 = time.perf_counter()
+    with compile_options(should_run=not args.force_offload):
+        ex = tvm.compile(loaded.mod, target=target)
+    seconds = time.perf_counter() - t0
+    return loaded, ex, last_report() if "npu" in [str(k) for k in target.keys] else None, seconds
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    _, _, report, seconds = _compile(args)
+    if report is None:
+        print("not an NPU target: nothing was partitioned")
+        return 0
+    print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    _, ex, report, seconds = _compile(args)
+    if report is not None:
+        print(report.summary())
+    ex.export_library(args.output)
+    print(f"compiled in {seconds:.2f} s -> {args.output}")
+    if args.report and report is not None:
+        Path(args.report).write_text(report.to_json())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from . import enable_trace, profile
+    from .frontend import random_inputs
+
+    loaded, ex, report, seconds = _compile(args)
+    if report is not None:
+        print(report.summary())
+        print(f"compiled in {seconds:.2f} s")
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    enable_trace(vm.module)
+    feeds = [np.load(f) for f in args.input] if args.input else random_inputs(loaded.inputs, args.seed)
+    t0 = time.perf_counter()
+    out = vm["main"](*[tvm.runtime.tensor(x) for x in feeds])
+    wall = time.perf_counter() - t0
+    outs = [o.numpy() for o in out] if isinstance(out, (list, tuple)) or not hasattr(out, "numpy") else [out.numpy()]
+    for i, o in enumerate(outs):
+        print(f"output {i}: {o.dtype}{list(o.shape)} min {o.min():.4g} max {o.max():.4g} mean {o.mean():.4g}")
+    prof = profile(vm.module)
+    if prof.counters:
+        print(prof.table())
+    print(f"host wall time of the run: {wall * 1e3:.1f} ms (the emulator included)")
+    if args.trace:
+        Path(args.trace).write_text(json.dumps({"traceEvents": [
+            e for sym in prof.counters for e in __import__("tvm_npu").runtime_module.NPUProfile(
+                vm.module, sym).chrome_trace(prof.clock_mhz)["traceEvents"]]}))
+        print(f"Chrome/Perfetto trace -> {args.trace}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"report": report.to_dict() if report else None,
+                                               "profile": prof.to_dict(), "compile_s": seconds, "run_s": wall},
+                                              indent=2, sort_keys=True))
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an .onnx or .tflite file")
+    p.add_argument("--target", default="npu", help="npu, npu-nano, npu-edge, npu-pro, a config JSON file, or llvm")
+    p.add_argument("--shape", action="append", help="NAME=D1,D2,... for inputs with dynamic dims")
+    p.add_argument("--force-offload", action="store_true",
+                   help="offload everything the NPU can run, ignoring the performance model's should-run decision")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tvm-npu", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -84,6 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("explain", help="partition a model and say where every operator runs and why")
+    _model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_explain)
+    p = sub.add_parser("compile", help="compile a model into an exported library")
+    _model_args(p)
+    p.add_argument("-o", "--output", required=True, help="the library (.so) to write")
+    p.add_argument("--report", help="write the partition report as JSON here")
+    p.set_defaults(func=_cmd_compile)
+    p = sub.add_parser("run", help="compile and run a model; print placements and the NPU profile")
+    _model_args(p)
+    p.add_argument("--input", action="append", help=".npy file per input, in order (default: random)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
+    p.add_argument("--json", help="write the report and profile as JSON here")
+    p.set_defaults(func=_cmd_run)
     p = sub.add_parser("verify", help="replay an artifact's golden inputs on the emulator")
     p.add_argument("input")
     p.set_defaults(func=_cmd_verify)

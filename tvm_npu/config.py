@@ -120,6 +120,8 @@ def get_config(config: Union[None, str, Path, Mapping[str, Any], NPUConfig] = No
     if isinstance(config, Mapping):
         return NPUConfig.from_dict(config)
     text = str(config)
+    if text == "npu":  # the plain target tag means the default configuration
+        return PRESETS[DEFAULT_CONFIG_NAME]
     if text in PRESETS:
         return PRESETS[text]
     if text.lstrip().startswith("{") or Path(text).is_file():

@@ -527,14 +527,12 @@ def build(ir_mod, target=None, target_host=None, executor=None, runtime=None, wo
     mod_name = mod_name or "default"
     bound = _bind(ir_mod, params)
     meta = _meta(bound, mod_name, target)
-    executable = tvm.compile(_with_meta(bound, meta), target=target)
-    report = None
+    from .relay_ext.partition import last_report
     from .target import is_npu_target
 
-    if is_npu_target(target):
-        from .relay_ext.partition import last_report
-
-        report = last_report()
+    before = last_report()
+    executable = tvm.compile(_with_meta(bound, meta), target=target)
+    report = last_report() if is_npu_target(target) and last_report() is not before else None
     return GraphExecutorFactoryModule(executable, meta, bound, target, report)
 
 

@@ -148,11 +148,11 @@ def _function_vars(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, L
     return out
 
 
-def _composite_sources(fn: relax.Function, covered: List[tuple]) -> List[str]:
+def _composite_sources(fn: relax.Function, covered: List[tuple], order: Dict[Any, int]) -> List[str]:
     """Per composite of fn, in order: the main-function bindings it covers ("lv3 = relax.nn.conv2d, ...")."""
     out, i = [], 0
     for name, calls in _composites(fn):
-        group = [v for v, n in covered[i:i + calls]]
+        group = sorted((v for v, n in covered[i:i + calls]), key=lambda v: order.get(v, 0))
         i += calls
         out.append(", ".join(v.name for v in group))
     return out
@@ -241,7 +241,8 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
         from .codegen import CODEGEN_OPTIONS_KEY, set_sources
 
         # provenance: the bindings of the user's main function each composite covers, by symbol
-        set_sources({sym: _composite_sources(fn, cov) for (sym, fn), cov in
+        order = {v: i for i, (v, _) in enumerate(_main_calls(folded))}
+        set_sources({sym: _composite_sources(fn, cov, order) for (sym, fn), cov in
                      zip(_npu_functions(fused), _function_vars(fused, state).values())})
 
         part = relax.transform.RunCodegen({"npu": {CODEGEN_OPTIONS_KEY: config.to_json()}})(part)
