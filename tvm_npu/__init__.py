@@ -32,3 +32,7 @@ from .profiling import enable_trace, profile  # noqa: E402
 
 __all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report", "compile_options", "enable_trace", "profile",
            "partition_for_npu", "__version__"]
+
+from . import relay_compat  # noqa: E402
+
+relay_compat.install()  # tvm.relay / tvm.contrib.graph_executor / tvm.nd for Relay-era scripts (docs/RELAY_COMPAT.md)

@@ -208,22 +208,18 @@ class _ShimModule(types.ModuleType):
         if repl is None:
             repl = self._default(name) if callable(self._default) else self._default
         if repl is None:
-            repl = _guess_replacement(self.__name__, name)
+            repl = _guess_replacement(name)
         raise _unavailable(f"{self.__name__}.{name}", repl)
 
     def __dir__(self):
         return sorted(set(super().__dir__()) | set(self._replacements))
 
 
-def _guess_replacement(module: str, name: str) -> str:
+def _guess_replacement(name: str) -> str:
     for ns, label in ((relax.op.nn, "tvm.relax.op.nn"), (relax.op, "tvm.relax.op")):
         if hasattr(ns, name):
             return f"{label}.{name} (emitted with a relax.BlockBuilder); {_IR_BUILD}"
     return _IR_BUILD
-
-
-def _op_default(name: str) -> Optional[str]:
-    return None  # _guess_replacement looks the operator up in relax.op
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +518,8 @@ def build(ir_mod, target=None, target_host=None, executor=None, runtime=None, wo
         if value is not None and getattr(value, "name", None) not in ("graph", "cpp"):
             raise _unavailable(f"relay.build({name}={value!r})", "the Relax VM (graph-executor API through this shim)")
     if workspace_memory_pools is not None or constant_memory_pools is not None:
-        raise _unavailable("relay.build memory pools (USMP)", "relax.transform.StaticPlanBlockMemory (tvm.compile runs it)")
+        raise _unavailable("relay.build memory pools (USMP)",
+                           "relax.transform.StaticPlanBlockMemory (tvm.compile runs it)")
     target = _resolve_target(target, target_host)
     mod_name = mod_name or "default"
     bound = _bind(ir_mod, params)
@@ -880,18 +877,18 @@ def _is_executor_name(exec_module, name: str) -> bool:
 # install / uninstall
 # --------------------------------------------------------------------------------------------
 
-_STATE: Dict[str, Any] = {"installed": {}, "getitem": None}
+_STATE: Dict[str, Any] = {"installed": {}}
 
 
-def _has_own(name: str) -> bool:
-    """True when TVM itself provides `name` (a module this shim must not replace)."""
+def _state_of(name: str) -> str:
+    """"ours" (registered by this file), "tvm" (TVM provides it: never replace) or "missing"."""
     mod = sys.modules.get(name)
     if mod is not None:
-        return not getattr(mod, _MARK, False)
+        return "ours" if getattr(mod, _MARK, False) else "tvm"
     try:
-        return importlib.util.find_spec(name) is not None
+        return "tvm" if importlib.util.find_spec(name) is not None else "missing"
     except (ImportError, ValueError):
-        return False
+        return "missing"
 
 
 def _build_relay_modules() -> Dict[str, types.ModuleType]:
@@ -923,7 +920,7 @@ def _build_relay_modules() -> Dict[str, types.ModuleType]:
     mods = {"tvm.relay": relay, "tvm.relay.frontend": frontend, "tvm.relay.transform": transform,
             "tvm.relay.build_module": build_module, "tvm.relay.backend": backend}
     for sub, repl in _RELAY_SUBMODULES.items():
-        default = _op_default if sub in ("op", "nn") else repl
+        default = None if sub in ("op", "nn") else repl  # None: look the operator up in relax.op
         extra = {"contrib": _RELAY_SUBMODULES["contrib"]} if sub == "op" else {}
         m = _ShimModule(f"tvm.relay.{sub}", f"Not available in TVM 0.27: use {repl}", extra, default=default)
         setattr(relay, sub, m)
@@ -974,25 +971,22 @@ def _register(name: str, module: types.ModuleType) -> None:
 
 def install() -> bool:
     """Registers tvm.relay, tvm.contrib.graph_executor, tvm.nd (array/empty) and tvm.autotvm /
-    tvm.auto_scheduler stubs, each only when TVM does not provide it, and lets tvm.runtime.Module["default"] create an
-    executor from a Relax VM executable. Idempotent. Returns True when the Relay shim is active."""
+    tvm.auto_scheduler stubs, each only when TVM does not provide it, and lets
+    tvm.runtime.Module["default"] create an executor from a Relax VM executable.
+    Idempotent. Returns True when the Relay shim is active."""
     import tvm.contrib  # noqa: F401 - the parent of graph_executor must exist
 
-    if _STATE["installed"].get("tvm.relay") is not None and sys.modules.get("tvm.relay") is _STATE["installed"]["tvm.relay"]:
-        return True
-    if not _has_own("tvm.relay"):
-        for name, module in _build_relay_modules().items():
-            _register(name, module)
-    if not _has_own("tvm.contrib.graph_executor"):
-        _register("tvm.contrib.graph_executor", _build_graph_executor())
-    for name in ("tvm.autotvm", "tvm.auto_scheduler"):
-        if not _has_own(name):
-            _register(name, _build_tuning(name))
-    if not _has_own("tvm.nd"):
-        _register("tvm.nd", _build_nd())
+    builders = [("tvm.relay", _build_relay_modules),
+                ("tvm.contrib.graph_executor", lambda: {"tvm.contrib.graph_executor": _build_graph_executor()}),
+                ("tvm.autotvm", lambda: {"tvm.autotvm": _build_tuning("tvm.autotvm")}),
+                ("tvm.auto_scheduler", lambda: {"tvm.auto_scheduler": _build_tuning("tvm.auto_scheduler")}),
+                ("tvm.nd", lambda: {"tvm.nd": _build_nd()})]
+    for name, builder in builders:
+        if _state_of(name) == "missing":
+            for sub, module in builder().items():
+                _register(sub, module)
     cls = tvm.runtime.Module
     if not getattr(cls.__getitem__, _MARK, False):
-        _STATE["getitem"] = cls.__getitem__
         cls.__getitem__ = _make_getitem(cls.__getitem__)
     return is_installed()
 
@@ -1015,4 +1009,3 @@ def uninstall() -> None:
     cls = tvm.runtime.Module
     if getattr(cls.__getitem__, _MARK, False):
         cls.__getitem__ = cls.__getitem__.__wrapped__
-    _STATE["getitem"] = None

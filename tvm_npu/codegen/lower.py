@@ -70,8 +70,8 @@ class Lowerer:
         return slots[rank % len(slots)]
 
     def _epilogue(self, acc: TensorRef, act: Optional[Activation], tmp: Optional[TensorRef],
-                  alpha: Optional[TensorRef]) -> List[Instr]:
-        """Activation in place on an accumulator or ACT tile."""
+                  scalars: dict) -> List[Instr]:
+        """Activation in place on an accumulator or ACT tile (`scalars`: constants from _act_consts)."""
         if act is None:
             return []
         k = act.kind
@@ -82,23 +82,32 @@ class Lowerer:
         if k in _FUNCS:
             return [Instr.make("vfunc", a=acc, o=acc, func=int(_FUNCS[k]))]
         if k == "leaky_relu":  # max(x, alpha x), valid for 0 <= alpha <= 1
-            return [_binop("vmul", acc, alpha, tmp), _binop("vmax", acc, tmp, acc)]
+            return [_binop("vmul", acc, scalars["alpha"], tmp), _binop("vmax", acc, tmp, acc)]
         if k == "silu":
             return [Instr.make("vfunc", a=acc, o=tmp, func=int(Func.SIGMOID)), _binop("vmul", acc, tmp, acc)]
+        if k in ("hard_sigmoid", "hard_swish"):  # clip(x + 3, 0, 6) / 6 [* x]
+            h = acc if k == "hard_sigmoid" else tmp
+            out = [_binop("vadd", acc, scalars["three"], h), Instr.make("vclamp", a=h, o=h, min_f=0.0, max_f=6.0),
+                   _binop("vmul", h, scalars["sixth"], h)]
+            return out + ([_binop("vmul", acc, h, acc)] if k == "hard_swish" else [])
         raise Unsupported(f"activation {k}")
 
     def _act_consts(self, alloc: SramAllocator, act: Optional[Activation], space: Space, dtype: DType,
                     shape) -> tuple:
-        """(tmp buffer, alpha scalar, load instructions) an activation needs."""
-        tmp = alpha = None
-        loads: List[Instr] = []
-        if act is not None and act.kind in ("silu", "leaky_relu"):
+        """(temporary buffer, named scalar constants, their loads) an activation needs."""
+        tmp = None
+        scalars, loads = {}, []
+        if act is None:
+            return tmp, scalars, loads
+        if act.kind in ("silu", "leaky_relu", "hard_swish"):
             tmp = alloc.alloc(space, shape, dtype, "activation temporary")
-        if act is not None and act.kind == "leaky_relu":
-            alpha = alloc.alloc(space, (1, 1, 1, 1), dtype, "leaky relu slope")
-            c = self.consts.tensor(np.array([act.alpha]), dtype)
-            loads.append(_load(alpha, c.view((None, None, None, 0))))
-        return tmp, alpha, loads
+        values = {"leaky_relu": {"alpha": act.alpha}, "hard_sigmoid": {"three": 3.0, "sixth": 1 / 6},
+                  "hard_swish": {"three": 3.0, "sixth": 1 / 6}}.get(act.kind, {})
+        for name, value in values.items():
+            buf = alloc.alloc(space, (1, 1, 1, 1), dtype, f"activation constant {name}")
+            loads.append(_load(buf, self.consts.tensor(np.array([value]), dtype).view((None, None, None, 0))))
+            scalars[name] = buf
+        return tmp, scalars, loads
 
     # ---- conv2d --------------------------------------------------------------------------------
     def conv2d(self, desc: OpDesc, x: DramTensor, out: DramTensor, plan: P.Plan) -> None:
@@ -123,7 +132,7 @@ class Lowerer:
         w_slots = self._slots(alloc, Space.WGT, (g.kh, g.kw, cg_t, plan.cols), F16, "weight")
         acc = alloc.alloc(Space.ACC, (1, plan.rows, g.ow, plan.cols), F32, "accumulator")
         b_slots = self._slots(alloc, Space.ACC, (1, 1, 1, plan.cols), F32, "bias") if bias else []
-        tmp, alpha, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32,
+        tmp, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32,
                                                    (1, plan.rows, g.ow, plan.cols))
         depth_total = 1 if (g.depthwise or g.groups > 1) else g.cin
         depth_step = 1 if (g.depthwise or g.groups > 1) else plan.depth
@@ -178,7 +187,7 @@ class Lowerer:
                             if bias is not None:
                                 step.computes.append(_binop("vadd", acc_t, _at(bbuf, (1, 1, 1, tc)), acc_t))
                             step.computes += self._epilogue(acc_t, desc.activation,
-                                                            _at(tmp, acc_t.shape) if tmp else None, alpha)
+                                                            _at(tmp, acc_t.shape) if tmp else None, scalars)
                             o = _at(self._slot(out_slots, store_rank), (1, ty, g.ow, tc))
                             step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
                             step.stores.append(Instr.make("dma.store", src=o, dst=out.view(
@@ -205,7 +214,7 @@ class Lowerer:
         w_slots = self._slots(alloc, Space.WGT, (1, 1, plan.depth, plan.cols), F16, "weight")
         acc = alloc.alloc(Space.ACC, (1, 1, plan.rows, plan.cols), F32, "accumulator")
         b_slots = self._slots(alloc, Space.ACC, (1, 1, 1, plan.cols), F32, "bias") if bias else []
-        tmp, alpha, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32, (1, 1, plan.rows, plan.cols))
+        tmp, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32, (1, 1, plan.rows, plan.cols))
         steps: List[Step] = []
         load_rank = store_rank = w_rank = 0
         wbuf = bbuf = None
@@ -236,7 +245,7 @@ class Lowerer:
                         if bias is not None:
                             step.computes.append(_binop("vadd", acc_t, _at(bbuf, (1, 1, 1, tn)), acc_t))
                         step.computes += self._epilogue(acc_t, desc.activation,
-                                                        _at(tmp, acc_t.shape) if tmp else None, alpha)
+                                                        _at(tmp, acc_t.shape) if tmp else None, scalars)
                         o = _at(self._slot(out_slots, store_rank), (1, 1, tm, tn))
                         step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
                         step.stores.append(Instr.make("dma.store", src=o, dst=o2.view((None, None, 0, 1),
@@ -272,7 +281,7 @@ class Lowerer:
         slots = 2 if self.double_buffer else 1
         steps: List[Step] = []
         alloc_probe = SramAllocator(self.config)
-        tmp_act, alpha, const_loads = None, None, []
+        tmp_act, scalars, const_loads = None, {}, []
         tiles = list(self._row_tiles(shape4, row * n_buf * slots, reserve=64))
         t1m = max(t[2] for t in tiles)
         t2m = max(t[4] for t in tiles)
@@ -281,7 +290,7 @@ class Lowerer:
                 for i, o in enumerate(ops)]
         out_slots = self._slots(alloc_probe, Space.ACT, (1, t1m, t2m, shape4[3]), F16, "output")
         if desc.kind == "activation":
-            tmp_act, alpha, const_loads = self._act_consts(alloc_probe, desc.activation, Space.ACT, F16,
+            tmp_act, scalars, const_loads = self._act_consts(alloc_probe, desc.activation, Space.ACT, F16,
                                                            (1, t1m, t2m, shape4[3]))
         for rank, (i0, j1, t1, j2, t2) in enumerate(tiles):
             step = Step(loads=list(const_loads) if rank == 0 else [])
@@ -299,7 +308,7 @@ class Lowerer:
             else:
                 step.computes.append(Instr.make("vcvt", a=srcs[0], o=dst))
                 step.computes += self._epilogue(dst, desc.activation, _at(tmp_act, dst.shape) if tmp_act else None,
-                                                alpha)
+                                                scalars)
             step.stores.append(Instr.make("dma.store", src=dst, dst=o4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2})))
             steps.append(step)
         self._finish(steps)

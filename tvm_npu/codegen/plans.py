@@ -147,7 +147,7 @@ def _why(config: NPUConfig, needs: Dict[Space, int]) -> str:
 
 
 def needs_act_tmp(desc: OpDesc) -> bool:
-    return desc.activation is not None and desc.activation.kind in ("silu", "leaky_relu")
+    return desc.activation is not None and desc.activation.kind in ("silu", "leaky_relu", "hard_swish")
 
 
 def conv_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:

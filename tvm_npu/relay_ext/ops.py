@@ -109,6 +109,20 @@ def _ints(xs: Sequence[Any]) -> Tuple[int, ...]:
     return tuple(int(x) for x in xs)
 
 
+def hard_activation(ann: Mapping[str, relax.Expr]) -> Activation:
+    """hard_sigmoid / hard_swish from the annotated add, clip and divide, checking their constants."""
+    add, clip, div = ann["hs_add"], ann["hs_clip"], ann["hs_div"]
+    three, six = _const_operand(add), _const_operand(div)
+    lo, hi = scalar(clip.args[1]), scalar(clip.args[2])
+    if (three, lo, hi, six) != (3.0, 0.0, 6.0, 6.0):
+        raise Unsupported(f"not a hard sigmoid: clip(x + {three}, {lo}, {hi}) / {six}")
+    return Activation("hard_swish" if ann["act"].op.name == "relax.multiply" else "hard_sigmoid")
+
+
+def _const_operand(call: relax.Call) -> float:
+    return scalar(call.args[1])
+
+
 def activation_of(call: relax.Call) -> Activation:
     kind = ACTIVATIONS[call.op.name]
     if kind == "clip":
@@ -122,10 +136,21 @@ def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
     """Reads a pattern match (role -> matched expression) into an OpDesc; raises Unsupported."""
     root: relax.Call = ann["root"]
     op = root.op.name
-    act = activation_of(ann["act"]) if "act" in ann else None
+    hard = "hs_add" in ann
+    if hard:
+        act = hard_activation(ann)
+    else:
+        act = activation_of(ann["act"]) if "act" in ann else None
     top = ann.get("act", ann.get("bias_add", root))
-    sources = [op] + (["relax.add"] if "bias_add" in ann else []) + ([ann["act"].op.name] if "act" in ann else [])
+    sources = [op] + (["relax.add"] if "bias_add" in ann else [])
+    if hard:
+        sources += ["relax.add", "relax.clip", "relax.divide"] + (["relax.multiply"] if act.kind == "hard_swish" else [])
+    elif "act" in ann:
+        sources.append(ann["act"].op.name)
     out = tensor_desc(top)
+    if hard and root.same_as(ann["hs_add"]):  # a standalone hard sigmoid / swish: the root is its add
+        return _with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, act, sources),
+                           [root.args[0]])
     if op == "relax.nn.conv2d":
         a = root.attrs
         exprs = [root.args[0], root.args[1]] + ([ann["bias"]] if "bias" in ann else [])

@@ -102,6 +102,18 @@ def last_report() -> Optional[PartitionReport]:
     return _LAST_REPORT
 
 
+def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    """Inference simplifications before matching: batch norms folded into the preceding convolution
+    (or decomposed into a scale and shift), then constants folded, so weight transposes, bias
+    reshapes and folded batch-norm parameters become plain constants the patterns can take."""
+    return tvm.transform.Sequential([
+        relax.transform.FoldBatchnormToConv2D(),
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.FoldConstant(),
+        relax.transform.CanonicalizeBindings(),
+    ])(mod)
+
+
 def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
     seq = tvm.transform.Sequential([
         relax.transform.FuseOpsByPattern(pt.patterns(), bind_constants=True, annotate_codegen=False),
@@ -222,7 +234,7 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
         return mod  # already partitioned (MergeCompositeFunctions cannot run twice)
     options = options or current_options()
     cpu = options.cpu or CpuModel()
-    folded = relax.transform.FoldConstant()(mod)  # weight transposes and bias reshapes become constants
+    folded = _prepare(mod)
     state = pt.PartitionState(config)
     token = pt.ACTIVE.set(state)
     try:

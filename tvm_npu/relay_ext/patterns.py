@@ -1,6 +1,6 @@
 """The `npu.*` pattern table, registered with TVM's pattern registry.
 
-Naming contract: the pattern name (`npu.<op>[_bias][_act]`) is the composite name, the key of the
+Naming contract: the pattern name (`npu.<op>[_bias][_act|_hard_swish|_hard_sigmoid]`) is the composite name, the key of the
 lowering in codegen and the row of the supported-operator table. Roles of matched expressions are
 annotated ("root", "input", "weight", "bias", "bias_add", "act") and read by `ops.describe`, the
 same way for the checks here and for code generation. Later registrations have higher priority, so
@@ -49,7 +49,20 @@ def _act(x):
     return pat
 
 
-def _mac(op: str, bias: bool, act: bool):
+def _hard(x, swish: bool):
+    """hard_sigmoid(x) = clip(x + 3, 0, 6) / 6 and hard_swish(x) = x * hard_sigmoid(x), as TVM's
+    frontends decompose them; the constants are verified by ops.describe, not assumed."""
+    plus = is_op("relax.add")(x, wildcard())
+    clip = is_op("relax.clip")(plus, wildcard(), wildcard())
+    div = is_op("relax.divide")(clip, wildcard())
+    ann = {"hs_add": plus, "hs_clip": clip, "hs_div": div}
+    if not swish:
+        return div, ann
+    mul = is_op("relax.multiply")(x, div) | is_op("relax.multiply")(div, x)
+    return mul, ann
+
+
+def _mac(op: str, bias: bool, act: str):
     x, w = wildcard(), wildcard()
     root = is_op(op)(x, w)
     ann = {"root": root, "input": x, "weight": w}
@@ -58,9 +71,12 @@ def _mac(op: str, bias: bool, act: bool):
         b = wildcard()
         out = is_op("relax.add")(out, b)
         ann.update(bias=b, bias_add=out)
-    if act:
+    if act == "act":
         out = _act(out)
         ann["act"] = out
+    elif act in ("hard_swish", "hard_sigmoid"):
+        out, extra = _hard(out, act == "hard_swish")
+        ann.update(extra, act=out)
     return out, ann
 
 
@@ -116,10 +132,16 @@ def _table():
     t = wildcard()
     cat = is_op("relax.concat")(t)
     table.append((f"{PREFIX}.concat", cat, {"root": cat, "input": t}))
+    for swish in (False, True):
+        x = wildcard()
+        root, ann = _hard(x, swish)
+        table.append((f"{PREFIX}.{'hard_swish' if swish else 'hard_sigmoid'}", root,
+                      dict(ann, root=ann["hs_add"], act=root, input=x)))
     for op, short in (("relax.matmul", "matmul"), ("relax.nn.conv2d", "conv2d")):
-        for bias, act in ((False, False), (False, True), (True, False), (True, True)):
-            suffix = ("_bias" if bias else "") + ("_act" if act else "")
-            table.append((f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act)))
+        for bias in (False, True):
+            for act in ("", "act", "hard_sigmoid", "hard_swish"):
+                suffix = ("_bias" if bias else "") + (f"_{act}" if act else "")
+                table.append((f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act)))
     return table
 
 
