@@ -181,37 +181,61 @@ def matmul_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:
                 yield Plan(r, cols, depth)
 
 
+def signature(desc: OpDesc, config: NPUConfig) -> tuple:
+    """What tiling depends on (shapes, attributes, activation, configuration), not the weight values."""
+    act = desc.activation
+    return (desc.kind, tuple((t.shape, t.dtype, t.is_const) for t in desc.inputs), desc.output.shape,
+            tuple(sorted((k, str(v)) for k, v in desc.attrs.items())),
+            None if act is None else (act.kind, act.lo, act.hi, act.alpha), config)
+
+
+_PLANS: Dict[tuple, Plan] = {}
+
+
+def _best(plans_by_depth_cols, needs_of, score_of, config: NPUConfig, what: str) -> Plan:
+    """Largest fitting rows per (depth, cols) (needs grow with rows), best score; stops at the first
+    depth that fits since whole-K tiles beat any re-accumulating ones."""
+    best, smallest = None, None
+    for depth, cols, rows_cands in plans_by_depth_cols:
+        if best is not None and depth < best.depth:
+            break
+        for rows in rows_cands:
+            plan = Plan(rows, cols, depth)
+            needs = needs_of(plan)
+            smallest = needs
+            if _fits(config, needs):
+                if best is None or score_of(plan) > score_of(best):
+                    best = plan
+                break
+    if best is None:
+        raise Unsupported(f"no {what} tile fits the SRAMs ({_why(config, smallest)} for the smallest tile)")
+    return best
+
+
 def default_plan(desc: OpDesc, config: NPUConfig) -> Plan:
     """The largest tiles that fit, preferring whole K (no re-accumulation), then wide, then tall."""
+    key = signature(desc, config)
+    if key in _PLANS:
+        return _PLANS[key]
+    bias, tmp = len(desc.inputs) > 2, needs_act_tmp(desc)
     if desc.kind == "conv2d":
         g = conv_geom(desc)
-        bias, tmp = len(desc.inputs) > 2, needs_act_tmp(desc)
-        best, last = None, None
-        for plan in conv_plans(desc, config):
-            needs = conv_needs(g, plan, bias, tmp)
-            last = needs
-            if _fits(config, needs):
-                score = (plan.depth, plan.rows * plan.cols * g.ow, plan.cols)
-                if best is None or score > best[0]:
-                    best = (score, plan)
-        if best is None:
-            raise Unsupported(f"no conv2d tile fits the SRAMs ({_why(config, last)} for the smallest tile)")
-        return best[1]
-    if desc.kind == "matmul":
-        rows, k, n = matmul_geom(desc)
-        bias, tmp = len(desc.inputs) > 2, needs_act_tmp(desc)
-        best, last = None, None
-        for plan in matmul_plans(desc, config):
-            needs = matmul_needs(k, plan, bias, tmp)
-            last = needs
-            if _fits(config, needs):
-                score = (plan.depth, plan.rows * plan.cols, plan.cols)
-                if best is None or score > best[0]:
-                    best = (score, plan)
-        if best is None:
-            raise Unsupported(f"no matmul tile fits the SRAMs ({_why(config, last)} for the smallest tile)")
-        return best[1]
-    raise ValueError(f"{desc.kind} operators have no tile plan (their lowering sizes rows itself)")
+        groups = {}
+        for p in conv_plans(desc, config):
+            groups.setdefault((p.depth, p.cols), []).append(p.rows)
+        plan = _best([(d, c, rows) for (d, c), rows in groups.items()], lambda p: conv_needs(g, p, bias, tmp),
+                     lambda p: (p.depth, p.rows * p.cols * g.ow, p.cols), config, "conv2d")
+    elif desc.kind == "matmul":
+        rows_total, k, n = matmul_geom(desc)
+        groups = {}
+        for p in matmul_plans(desc, config):
+            groups.setdefault((p.depth, p.cols), []).append(p.rows)
+        plan = _best([(d, c, rows) for (d, c), rows in groups.items()], lambda p: matmul_needs(k, p, bias, tmp),
+                     lambda p: (p.depth, p.rows * p.cols, p.cols), config, "matmul")
+    else:
+        raise ValueError(f"{desc.kind} operators have no tile plan (their lowering sizes rows itself)")
+    _PLANS[key] = plan
+    return plan
 
 
 def plan_for(desc: OpDesc, config: NPUConfig, override: Optional[Plan] = None) -> Plan:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tvm
 import tvm_ffi
+from tvm_ffi.structural import structural_hash
 
 from ..config import get_config
 from ..target import config_of, is_npu_target
@@ -15,6 +16,23 @@ from ..target import config_of, is_npu_target
 CODEGEN_OPTIONS_KEY = "config"
 _COMPILED: dict = {}  # symbol -> OpRecords of the last compilation (for reports and profiling)
 _SOURCES: dict = {}  # symbol -> per composite, the user's bindings it covers (set by the partitioner)
+_BUILT: dict = {}  # (symbol, structural hash) -> (artifact bytes, records) compiled by the partitioner
+
+
+def _key(symbol: str, fn) -> tuple:
+    return symbol, structural_hash(fn)
+
+
+def compile_cached(fn, symbol: str, config, sources=None):
+    """compile_function, remembered so RunCodegen reuses what the should-run decision compiled."""
+    from ..codegen.graph import compile_function
+
+    key = _key(symbol, fn) + (config,)
+    if key not in _BUILT:
+        artifact, records = compile_function(fn, symbol, config, sources=sources)
+        _BUILT.clear() if len(_BUILT) > 256 else None
+        _BUILT[key] = (artifact.serialize(), records)
+    return _BUILT[key]
 
 
 def set_sources(sources: dict) -> None:
@@ -30,16 +48,13 @@ def _config(options):
 
 
 def npu_codegen(funcs, options, constant_names):
-    from ..codegen.graph import compile_function
     from ..runtime_module import create_module
 
     config = _config(options)
     blobs = {}
     for fn in funcs:
         symbol = str(fn.attrs["global_symbol"])
-        artifact, records = compile_function(fn, symbol, config, sources=_SOURCES.get(symbol))
-        blobs[symbol] = artifact.serialize()
-        _COMPILED[symbol] = records
+        blobs[symbol], _COMPILED[symbol] = compile_cached(fn, symbol, config, _SOURCES.get(symbol))
     return [create_module(blobs)] if blobs else []
 
 

@@ -160,15 +160,22 @@ def mean_adjacent_axes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
+_FIT: Dict[tuple, Optional[str]] = {}
+
+
 def tiles_fit(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     """After tiling, the double-buffered tiles of the operator fit the configuration's SRAMs."""
     from ..codegen.lower import dry_run
+    from ..codegen.plans import signature
 
-    try:
-        dry_run(d, cfg)  # the real lowering: refuses exactly what code generation would
-    except Unsupported as e:
-        return str(e)
-    return None
+    key = signature(d, cfg)
+    if key not in _FIT:
+        try:
+            dry_run(d, cfg)  # the real lowering: refuses exactly what code generation would
+            _FIT[key] = None
+        except Unsupported as e:
+            _FIT[key] = str(e)
+    return _FIT[key]
 
 
 COMMON = [float_tensors, rank_at_most_4]

@@ -24,6 +24,7 @@ from tvm import relax
 
 from ..config import NPUConfig
 from . import patterns as pt
+from .fold import FoldWithNumpy
 
 _LAST_REPORT: Optional["PartitionReport"] = None
 _OPTIONS: contextvars.ContextVar["CompileOptions"] = contextvars.ContextVar("tvm_npu_options")
@@ -109,6 +110,7 @@ def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
     return tvm.transform.Sequential([
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
+        FoldWithNumpy(),  # most of what the two passes above leave, without JIT-compiling each piece
         relax.transform.FoldConstant(),
         relax.transform.CanonicalizeBindings(),
     ])(mod)
@@ -170,21 +172,23 @@ def _composite_sources(fn: relax.Function, covered: List[tuple], order: Dict[Any
     return out
 
 
-def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.PartitionState):
-    """Per NPU function: predicted NPU and CPU times, whether offloading pays, the operators it covers."""
-    from ..codegen.graph import compile_function
+def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.PartitionState, order):
+    """Per NPU function: predicted NPU and CPU times, whether offloading pays, the operators it covers.
+    The compiled artifacts are kept for RunCodegen (codegen.compile_cached)."""
+    from .codegen import compile_cached
 
     covered = _function_vars(mod, state)
     functions = {}
     for symbol, fn in _npu_functions(mod):
-        _, records = compile_function(fn, symbol, config)
+        cov = covered.get(symbol, [])
+        _, records = compile_cached(fn, symbol, config, _composite_sources(fn, cov, order))
         cycles = sum(r.predicted_cycles for r in records)
         npu_s = cycles / (config.clock_mhz * 1e6) + cpu.call_overhead_s + _io_elems(fn) / cpu.convert_elems_per_s
         macs = sum(r.macs for r in records)
         elems = sum(math.prod(int(v) for v in b.var.ty.shape.values) for b in _calls(fn))
         cpu_s = macs / cpu.macs_per_s + elems / cpu.elems_per_s
         functions[symbol] = {"operators": [r.composite for r in records], "macs": macs,
-                             "covers": [v.name for v, _ in covered.get(symbol, [])],
+                             "covers": [v.name for v, _ in cov],
                              "predicted_npu_cycles": cycles, "predicted_npu_us": round(npu_s * 1e6, 3),
                              "predicted_cpu_us": round(cpu_s * 1e6, 3), "offloaded": npu_s < cpu_s}
     return functions
@@ -239,7 +243,8 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
     token = pt.ACTIVE.set(state)
     try:
         part = _fuse(folded)
-        functions = _evaluate(part, config, cpu, state)
+        order = {v: i for i, (v, _) in enumerate(_main_calls(folded))}
+        functions = _evaluate(part, config, cpu, state, order)
         if options.should_run:
             vetoes = {name for f in functions.values() if not f["offloaded"] for name in f["covers"]}
             if vetoes:  # redo with the vetoed operators refused by their checks
@@ -253,7 +258,6 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
         from .codegen import CODEGEN_OPTIONS_KEY, set_sources
 
         # provenance: the bindings of the user's main function each composite covers, by symbol
-        order = {v: i for i, (v, _) in enumerate(_main_calls(folded))}
         set_sources({sym: _composite_sources(fn, cov, order) for (sym, fn), cov in
                      zip(_npu_functions(fused), _function_vars(fused, state).values())})
 

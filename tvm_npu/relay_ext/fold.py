@@ -1,0 +1,70 @@
+"""Constant folding of simple operators with numpy, before TVM's FoldConstant.
+
+TVM's FoldConstant JIT-compiles every constant subexpression with LLVM (about 50 ms each);
+batch-norm folding leaves a few per convolution, which made it most of the compile time of real
+models. The elementwise and shape operators here are evaluated with numpy in float32 exactly as
+TVM's kernels would (IEEE single precision, same operation); anything else is left to FoldConstant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .ops import Unsupported, _Constant, scalar
+
+_BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
+           "relax.divide": np.divide}
+_UNARY = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda x: 1 / np.sqrt(x), "relax.negative": np.negative}
+
+
+@mutator
+class _NumpyFolder(PyExprMutator):
+    def _value(self, expr):
+        if isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            expr = bound if bound is not None else expr
+        if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # scalar immediates, e.g. an epsilon
+            return np.array(expr.value, dtype=str(expr.ty))
+        if isinstance(expr, _Constant) and hasattr(expr.value, "numpy"):
+            return expr.value.numpy()
+        return None
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        name = call.op.name
+        args = [self._value(a) for a in call.args if not isinstance(a, relax.ShapeExpr)]
+        try:
+            if name in _BINARY and len(args) == 2 and all(a is not None for a in args):
+                if args[0].dtype != args[1].dtype or not np.issubdtype(args[0].dtype, np.floating):
+                    return call
+                with np.errstate(all="ignore"):
+                    out = _BINARY[name](args[0], args[1]).astype(args[0].dtype)
+            elif name in _UNARY and len(args) == 1 and args[0] is not None and np.issubdtype(args[0].dtype,
+                                                                                           np.floating):
+                with np.errstate(all="ignore"):
+                    out = _UNARY[name](args[0]).astype(args[0].dtype)
+            elif name == "relax.permute_dims" and args and args[0] is not None:
+                axes = call.attrs.axes
+                out = np.transpose(args[0], None if axes is None else [int(a) for a in axes])
+            elif name == "relax.reshape" and args and args[0] is not None and isinstance(call.args[1],
+                                                                                         relax.ShapeExpr):
+                shape = [int(scalar(d)) for d in call.args[1].values]
+                out = args[0].reshape(shape)
+            else:
+                return call
+        except (Unsupported, ValueError, TypeError):
+            return call
+        return relax.const(np.ascontiguousarray(out), str(out.dtype))
+
+
+@relax.transform.function_pass(opt_level=0, name="tvm_npu.FoldWithNumpy")
+class FoldWithNumpy:
+    """Folds the supported constant subexpressions of every Relax function with numpy."""
+
+    def transform_function(self, func, mod, ctx):
+        return _NumpyFolder().visit_expr(func)
