@@ -182,3 +182,35 @@ def test_softmax_mean_concat_chain():
     fp16_close(got[0], reference(m, {"x": x})[0], 45)
     ops = {p.op for p in on_npu(report)}
     assert {"relax.nn.softmax", "relax.mean", "relax.concat"} <= ops, report.summary()
+
+
+def test_batch_matmul_of_two_activations_like_attention():
+    """Q @ K^T and P @ V: both operands are activations, paired batch by batch."""
+    nodes = [helper.make_node("MatMul", ["q", "k"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    m = model(nodes, [("q", (2, 4, 7, 16)), ("k", (2, 4, 16, 7)), ("v", (2, 4, 7, 16))], [("y", (2, 4, 7, 16))])
+    feeds = {n: RNG.standard_normal(s).astype(np.float32) for n, s in
+             (("q", (2, 4, 7, 16)), ("k", (2, 4, 16, 7)), ("v", (2, 4, 7, 16)))}
+    for target in ("npu", TINY_TARGET):
+        got, report = compile_run(m, feeds, target)
+        fp16_close(got[0], reference(m, feeds)[0], 16)
+        assert [p.op for p in on_npu(report)] == ["relax.matmul", "relax.nn.softmax", "relax.matmul"], \
+            report.summary()
+
+
+def test_broadcast_batch_matmul_is_refused_with_reason():
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType([2, 5, 8], "float32"))
+    b = relax.Var("b", relax.TensorType([1, 8, 6], "float32"))
+    with bb.function("main", [a, b]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.matmul(a, b))
+        bb.emit_func_output(y)
+    av = RNG.standard_normal((2, 5, 8)).astype(np.float32)
+    bv = RNG.standard_normal((1, 8, 6)).astype(np.float32)
+    with tvm_npu.compile_options(should_run=False):
+        ex = tvm.compile(bb.get(), target="npu")
+    rep = tvm_npu.last_report()
+    assert any("batch dimensions differ" in r for p in rep.placements for r in p.reasons), rep.summary()
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(av), tvm.runtime.tensor(bv)).numpy()
+    np.testing.assert_allclose(got, av @ bv, rtol=1e-5, atol=1e-5)

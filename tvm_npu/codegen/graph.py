@@ -81,7 +81,7 @@ def macs_of(desc: OpDesc) -> int:
         return g.n * g.oh * g.ow * g.cout * g.kh * g.kw * g.cg
     if desc.kind == "matmul":
         rows, k, n = P.matmul_geom(desc)
-        return rows * k * n
+        return P.matmul_batches(desc) * rows * k * n
     return 0
 
 

@@ -197,11 +197,12 @@ class Lowerer:
         self._finish(steps)
 
     # ---- matmul --------------------------------------------------------------------------------
-    def matmul(self, desc: OpDesc, x: DramTensor, out: DramTensor, plan: P.Plan) -> None:
+    def matmul(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: P.Plan) -> None:
+        """lhs [..., M, K] x rhs: a 2-D [K, N] (usually constant weights) shared by every row, or a
+        batched [..., K, N] activation (attention) paired with lhs batch by batch."""
         rows, k, n = P.matmul_geom(desc)
-        x2 = DramTensor(x.region, x.offset, (rows, k), x.dtype)
-        o2 = DramTensor(out.region, out.offset, (rows, n), out.dtype)
-        wt = self.consts.tensor(desc.inputs[1].const.astype(np.float16), F16)
+        batches = P.matmul_batches(desc)
+        x, w = ins[0], ins[1]
         bias = None
         if len(desc.inputs) > 2:
             b = desc.inputs[2].const
@@ -219,7 +220,10 @@ class Lowerer:
         load_rank = store_rank = w_rank = 0
         wbuf = bbuf = None
         chunks = range(0, k, plan.depth)
-        for c0 in range(0, n, plan.cols):
+        for bt, c0 in ((bt, c0) for bt in range(batches) for c0 in range(0, n, plan.cols)):
+            x2 = DramTensor(x.region, x.offset + bt * rows * k * x.itemsize, (rows, k), x.dtype)
+            wt = DramTensor(w.region, w.offset + bt * k * n * w.itemsize, (k, n), w.dtype)
+            o2 = DramTensor(out.region, out.offset + bt * rows * n * out.itemsize, (rows, n), out.dtype)
             tn = min(plan.cols, n - c0)
             for r0 in range(0, rows, plan.rows):
                 tm = min(plan.rows, rows - r0)
@@ -478,9 +482,13 @@ class Lowerer:
 def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
              plan: Optional[P.Plan] = None) -> Optional[P.Plan]:
     """Lowers one operator (its operands already placed in DRAM); returns the tile plan used."""
-    if desc.kind in ("conv2d", "matmul"):
+    if desc.kind == "conv2d":
         plan = P.plan_for(desc, low.config, plan)
-        getattr(low, desc.kind)(desc, ins[0], out, plan)
+        low.conv2d(desc, ins[0], out, plan)
+        return plan
+    if desc.kind == "matmul":
+        plan = P.plan_for(desc, low.config, plan)
+        low.matmul(desc, ins, out, plan)
         return plan
     if desc.kind in ("binary", "activation"):
         low.elementwise(desc, ins, out)

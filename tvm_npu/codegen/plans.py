@@ -169,8 +169,16 @@ def conv_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:
 
 
 def matmul_geom(desc: OpDesc) -> Tuple[int, int, int]:
+    """(rows per batch, K, N). A 2-D rhs is shared by all rows of lhs; a batched rhs pairs with lhs
+    batch by batch (matmul_batches)."""
     x, w = desc.inputs[0].shape, desc.inputs[1].shape
-    return math.prod(x[:-1]), x[-1], w[-1]  # rows, K, N
+    rows = math.prod(x[:-1]) if len(w) == 2 else x[-2]
+    return rows, x[-1], w[-1]
+
+
+def matmul_batches(desc: OpDesc) -> int:
+    w = desc.inputs[1].shape
+    return 1 if len(w) == 2 else math.prod(w[:-2])
 
 
 def matmul_plans(desc: OpDesc, config: NPUConfig) -> Iterable[Plan]:

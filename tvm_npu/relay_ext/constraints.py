@@ -91,12 +91,20 @@ def bias_per_channel(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
 
 
 def matmul_shapes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
-    """matmul of an activation [..., M, K] by a constant 2-D weight [K, N]."""
+    """matmul of an activation [..., M, K] by a 2-D [K, N] rhs (weights), or by an activation
+    [..., K, N] with the same batch dimensions (batch matmul, no broadcasting); a bias is constant."""
     x, w = d.inputs[0].shape, d.inputs[1].shape
-    if len(w) != 2:
-        return f"weight of rank {len(w)} (a constant 2-D [K, N] weight is needed)"
-    if len(x) < 1 or x[-1] != w[0]:
+    if len(w) < 2 or len(x) < 2 and len(w) > 2:
+        return f"operand ranks {len(x)} x {len(w)}"
+    if x[-1] != w[-2]:
         return f"inner dimensions differ: {list(x)} x {list(w)}"
+    if len(w) > 2:
+        if d.inputs[1].is_const:
+            return f"a constant rhs of rank {len(w)} (constant weights must be 2-D)"
+        if tuple(x[:-2]) != tuple(w[:-2]):
+            return f"batch dimensions differ: {list(x[:-2])} vs {list(w[:-2])} (no broadcasting)"
+    if len(d.inputs) > 2 and not d.inputs[2].is_const:
+        return "the bias is not a constant"
     return None
 
 
@@ -182,7 +190,7 @@ COMMON = [float_tensors, rank_at_most_4]
 BY_KIND: Dict[str, List[Constraint]] = {
     "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
                         tiles_fit],
-    "matmul": COMMON + [constant_weights, matmul_shapes, bias_per_channel, activation_supported, tiles_fit],
+    "matmul": COMMON + [matmul_shapes, bias_per_channel, activation_supported, tiles_fit],
     "binary": COMMON + [broadcastable, tiles_fit],
     "activation": COMMON + [activation_supported, tiles_fit],
     "pool": COMMON + [pool_params, tiles_fit],
