@@ -141,6 +141,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    """A real model from the zoo: fetch, compile, say where each operator runs, run its real inputs,
+    print the NPU profile and the comparison with the reference runtime."""
+    import tvm
+    from tvm import relax
+
+    from . import compile_options, enable_trace, last_report, npu_target, profile
+    from model_zoo.fetch import fetch
+    from model_zoo.registry import MODELS, all_sources, get_model
+    from model_zoo.runner import run_model
+
+    if args.model is None:
+        print("models: " + ", ".join(MODELS))
+        return 0
+    model = get_model(args.model)
+    target = npu_target(args.target)
+    result = run_model(model, target=args.target, force_offload=args.force_offload, quick=not args.all_inputs,
+                       log=print)
+    report = last_report()
+    if report is not None:
+        print(report.summary())
+    # one traced run of the first input for the per-layer NPU profile
+    from model_zoo.runner import load_relax
+
+    path = fetch(model.source, progress=False, also=all_sources())
+    mod, _ = load_relax(model, path)
+    with compile_options(should_run=not args.force_offload):
+        ex = tvm.compile(mod, target=target)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    enable_trace(vm.module)
+    vm["main"](tvm.runtime.tensor(model.samples(True, False)[0].array))
+    print(profile(vm.module).table())
+    print(result.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"result": result.to_dict(), "report": report.to_dict() if report
+                                               else None, "profile": profile(vm.module).to_dict()}, indent=2))
+    return 0 if result.status in ("pass", "xfail") else 1
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx or .tflite file")
     p.add_argument("--target", default="npu", help="npu, npu-nano, npu-edge, npu-pro, a config JSON file, or llvm")
@@ -183,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON here")
     p.add_argument("--json", help="write the report and profile as JSON here")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("zoo", help="run a real model of the zoo on the NPU against its reference runtime")
+    p.add_argument("model", nargs="?", help="zoo model name (omit to list them)")
+    p.add_argument("--target", default="npu")
+    p.add_argument("--force-offload", action="store_true")
+    p.add_argument("--all-inputs", action="store_true", help="every input of the model's data, not the quick set")
+    p.add_argument("--json", help="write result, report and profile as JSON here")
+    p.set_defaults(func=_cmd_zoo)
     p = sub.add_parser("verify", help="replay an artifact's golden inputs on the emulator")
     p.add_argument("input")
     p.set_defaults(func=_cmd_verify)

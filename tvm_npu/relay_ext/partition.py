@@ -162,17 +162,18 @@ def _function_vars(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, L
     return out
 
 
-def _composite_sources(fn: relax.Function, covered: List[tuple], order: Dict[Any, int]) -> List[str]:
-    """Per composite of fn, in order: the main-function bindings it covers ("lv3 = relax.nn.conv2d, ...")."""
+def _composite_sources(fn: relax.Function, covered: List[tuple], order: Dict[Any, int],
+                       label: Dict[Any, str]) -> List[str]:
+    """Per composite of fn, in order: the labels of the main-function bindings it covers."""
     out, i = [], 0
     for name, calls in _composites(fn):
         group = sorted((v for v, n in covered[i:i + calls]), key=lambda v: order.get(v, 0))
         i += calls
-        out.append(", ".join(v.name for v in group))
+        out.append(", ".join(label.get(v, v.name) for v in group))
     return out
 
 
-def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.PartitionState, order):
+def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.PartitionState, order, label):
     """Per NPU function: predicted NPU and CPU times, whether offloading pays, the operators it covers.
     The compiled artifacts are kept for RunCodegen (codegen.compile_cached)."""
     from .codegen import compile_cached
@@ -181,14 +182,14 @@ def _evaluate(mod: tvm.IRModule, config: NPUConfig, cpu: CpuModel, state: pt.Par
     functions = {}
     for symbol, fn in _npu_functions(mod):
         cov = covered.get(symbol, [])
-        _, records = compile_cached(fn, symbol, config, _composite_sources(fn, cov, order))
+        _, records = compile_cached(fn, symbol, config, _composite_sources(fn, cov, order, label))
         cycles = sum(r.predicted_cycles for r in records)
         npu_s = cycles / (config.clock_mhz * 1e6) + cpu.call_overhead_s + _io_elems(fn) / cpu.convert_elems_per_s
         macs = sum(r.macs for r in records)
         elems = sum(math.prod(int(v) for v in b.var.ty.shape.values) for b in _calls(fn))
         cpu_s = macs / cpu.macs_per_s + elems / cpu.elems_per_s
         functions[symbol] = {"operators": [r.composite for r in records], "macs": macs,
-                             "covers": [v.name for v, _ in cov],
+                             "covers": [label.get(v, v.name) for v, _ in cov], "_vars": [v for v, _ in cov],
                              "predicted_npu_cycles": cycles, "predicted_npu_us": round(npu_s * 1e6, 3),
                              "predicted_cpu_us": round(cpu_s * 1e6, 3), "offloaded": npu_s < cpu_s}
     return functions
@@ -199,6 +200,16 @@ def _calls(fn: relax.Function):
         for b in block.bindings:
             if isinstance(b.value, relax.Call):
                 yield b
+
+
+def labels(mod: tvm.IRModule) -> Dict[Any, str]:
+    """A unique, stable label per call binding of main: its name, or name#index when passes left the
+    same name on several bindings."""
+    calls = _main_calls(mod)
+    count: Dict[str, int] = {}
+    for v, _ in calls:
+        count[v.name] = count.get(v.name, 0) + 1
+    return {v: v.name if count[v.name] == 1 else f"{v.name}#{i}" for i, (v, _) in enumerate(calls)}
 
 
 def _main_calls(mod: tvm.IRModule) -> List[tuple]:
@@ -220,14 +231,15 @@ def _placements(folded: tvm.IRModule, fused: tvm.IRModule, state: pt.PartitionSt
     with the reasons its checks gave (or that no pattern covers it)."""
     remaining = {var for var, _ in _main_calls(fused)}
     where = {v: (name, symbol) for symbol, cov in _function_vars(fused, state).items() for v, name in cov}
+    label = labels(folded)
     out = []
     for var, op in _main_calls(folded):
         if var not in remaining:
             name, symbol = where.get(var, ("", ""))
-            out.append(OperatorPlacement(var.name, op, "npu", name, symbol))
+            out.append(OperatorPlacement(label[var], op, "npu", name, symbol))
             continue
-        reasons = [f"{pat}: {r}" for pat, rs in state.attempts.get(var.name, []) for r in rs]
-        out.append(OperatorPlacement(var.name, op, "cpu", reasons=reasons or [f"no npu.* pattern covers {op}"]))
+        reasons = [f"{pat}: {r}" for pat, rs in state.attempts.get(var, []) for r in rs]
+        out.append(OperatorPlacement(label[var], op, "cpu", reasons=reasons or [f"no npu.* pattern covers {op}"]))
     return out
 
 
@@ -244,9 +256,10 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
     try:
         part = _fuse(folded)
         order = {v: i for i, (v, _) in enumerate(_main_calls(folded))}
-        functions = _evaluate(part, config, cpu, state, order)
+        label = labels(folded)
+        functions = _evaluate(part, config, cpu, state, order, label)
         if options.should_run:
-            vetoes = {name for f in functions.values() if not f["offloaded"] for name in f["covers"]}
+            vetoes = {v for f in functions.values() if not f["offloaded"] for v in f["_vars"]}
             if vetoes:  # redo with the vetoed operators refused by their checks
                 state = pt.PartitionState(config, vetoed=vetoes)
                 pt.ACTIVE.set(state)
@@ -258,14 +271,18 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
         from .codegen import CODEGEN_OPTIONS_KEY, set_sources
 
         # provenance: the bindings of the user's main function each composite covers, by symbol
-        set_sources({sym: _composite_sources(fn, cov, order) for (sym, fn), cov in
+        set_sources({sym: _composite_sources(fn, cov, order, label) for (sym, fn), cov in
                      zip(_npu_functions(fused), _function_vars(fused, state).values())})
 
         part = relax.transform.RunCodegen({"npu": {CODEGEN_OPTIONS_KEY: config.to_json()}})(part)
         part = _drop_npu_constants(part, {s for s, _ in _npu_functions(fused)})
     finally:
         pt.ACTIVE.reset(token)
-    _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions, sorted(state.vetoed))
+    for f in functions.values():
+        f.pop("_vars", None)
+    label = labels(folded)
+    _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions,
+                                   sorted(label.get(v, str(v)) for v in state.vetoed))
     return part
 
 

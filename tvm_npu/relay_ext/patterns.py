@@ -31,9 +31,9 @@ class PartitionState:
     """What the checks of one partitioning run see and record."""
 
     config: NPUConfig
-    # root binding name -> [(pattern name, reasons)] for every pattern that was tried on it
-    attempts: Dict[str, List[Tuple[str, List[str]]]] = dataclasses.field(default_factory=dict)
-    vetoed: Set[str] = dataclasses.field(default_factory=set)  # root bindings kept on the CPU ("should run")
+    # root binding (Var) -> [(pattern name, reasons)] for every pattern that was tried on it
+    attempts: Dict[object, List[Tuple[str, List[str]]]] = dataclasses.field(default_factory=dict)
+    vetoed: Set[object] = dataclasses.field(default_factory=set)  # root bindings (Vars) kept on the CPU
     # accepted matches in the order the checks saw them: (pattern, the main-function Vars it covers)
     groups: List[Tuple[str, list]] = dataclasses.field(default_factory=list)
 
@@ -80,17 +80,18 @@ def _mac(op: str, bias: bool, act: str):
     return out, ann
 
 
-def _root_name(ctx) -> str:
+def _root_var(ctx):
+    """The Var the matched root call is bound to (the key of diagnostics and vetoes)."""
     root = ctx.annotated_expr["root"]
     var = ctx.value_to_bound_var.get(root)
-    return var.name if var is not None else str(root.op.name)
+    return var if var is not None else str(root.op.name)
 
 
 def _checker(name: str):
     def check(ctx) -> bool:
         state = ACTIVE.get()
         cfg = state.config if state is not None else get_config()
-        root = _root_name(ctx)
+        root = _root_var(ctx)
         try:
             desc = describe(name, dict(ctx.annotated_expr))
             reasons = constraints.check(desc, cfg)
