@@ -33,8 +33,12 @@ PINNED = [
 DEV = [
     "pytest>=8",
     "hypothesis>=6.100",
-    "onnxruntime==1.32.0",
-    "ai-edge-litert==2.3.0",
+    "onnxruntime==1.32.0",  # reference runtime (zoo, conformance, tests)
+    "ai-edge-litert==2.3.0",  # TFLite reference interpreter
+    "scikit-image==0.26.0",  # real input images for the zoo
+    "scipy>=1.11",
+    "pillow>=10",
+    "onnxslim==0.1.98",  # fixes shape subgraphs of some ONNX exports before import
 ]
 
 
