@@ -86,45 +86,81 @@ void StoreRowFloat(const View& v, int64_t r, const float* in) {
 
 // ---- DMA --------------------------------------------------------------------------------------------
 
+namespace {
+
+// Copies w x c elements of ES bytes (a constant, so each copy is one move); the element (x, i) is at
+// x * d_w + i * d_c in d and x * s_w + i * s_c in s. Order (x, i): the last write wins on collisions.
+template <int ES>
+void CopyElements(uint8_t* d, int64_t d_w, int64_t d_c, const uint8_t* s, int64_t s_w, int64_t s_c, int64_t w,
+                  int64_t c) {
+  for (int64_t x = 0; x < w; ++x) {
+    uint8_t* dr = d + x * d_w;
+    const uint8_t* sr = s + x * s_w;
+    for (int64_t i = 0; i < c; ++i) std::memcpy(dr + i * d_c, sr + i * s_c, ES);
+  }
+}
+
+// One (n, h) slice of a DMA: w rows of c elements between SRAM rows and strided DRAM, in element
+// order (x, i). One memcpy for the whole slice when it is contiguous on both sides, else one per row
+// when rows are (and not tiny), else element by element.
+void CopySlice(uint8_t* d, int64_t d_w, int64_t d_c, const uint8_t* s, int64_t s_w, int64_t s_c, int64_t w,
+               int64_t c, int es) {
+  const int64_t row = c * es;
+  const bool rows_contiguous = d_c == es && s_c == es;
+  if (rows_contiguous && d_w == row && s_w == row) {
+    std::memcpy(d, s, size_t(w * row));
+    return;
+  }
+  if (rows_contiguous && row >= 16) {  // shorter rows: the element loop beats a memcpy call
+    for (int64_t x = 0; x < w; ++x) std::memcpy(d + x * d_w, s + x * s_w, size_t(row));
+    return;
+  }
+  const auto copy = es == 1 ? CopyElements<1> : es == 2 ? CopyElements<2> : CopyElements<4>;
+  copy(d, d_w, d_c, s, s_w, s_c, w, c);
+}
+
+// Fills `rows` SRAM rows (row stride rs, row_bytes used each) with the es-byte `value`, touching no
+// row padding: the first run is filled by doubling, and when rows are padded it is copied to the rest.
+void FillRows(uint8_t* d, int64_t rows, int64_t rs, int64_t row_bytes, const uint8_t* value, int es) {
+  if (rows <= 0) return;
+  const int64_t run = rs == row_bytes ? rows * row_bytes : row_bytes;
+  std::memcpy(d, value, size_t(es));
+  for (int64_t k = es; k < run; k *= 2) std::memcpy(d + k, d, size_t(std::min(k, run - k)));
+  if (rs != row_bytes)
+    for (int64_t r = 1; r < rows; ++r) std::memcpy(d + r * rs, d, size_t(row_bytes));
+}
+
+}  // namespace
+
 void DmaLoadKernel(const isa::FmtDmaLoad& f, const View& dst, const uint8_t* region) {
-  const int64_t es = dst.es, row_bytes = dst.c * es;
-  const int64_t top = f.pad_top, left = f.pad_left;
-  const int64_t inner_h = dst.h - top - f.pad_bottom, inner_w = dst.w - left - f.pad_right;
-  std::vector<uint8_t> halo(static_cast<size_t>(row_bytes));  // one row of pad_value's low bytes
-  for (int64_t i = 0; i < row_bytes; ++i) halo[size_t(i)] = uint8_t(uint32_t(f.pad_value) >> (8 * (i % es)));
+  const int64_t es = dst.es, rs = dst.rs, row_bytes = dst.c * es;
+  const int64_t top = f.pad_top, left = f.pad_left, right = f.pad_right;
+  const int64_t inner_h = dst.h - top - f.pad_bottom, inner_w = dst.w - left - right;
+  uint8_t value[4];  // pad_value's low bytes, little-endian
+  for (int i = 0; i < 4; ++i) value[i] = uint8_t(uint32_t(f.pad_value) >> (8 * i));
   const isa::Dram& s = f.src;
   for (int64_t n = 0; n < dst.n; ++n)
-    for (int64_t y = 0; y < dst.h; ++y)
-      for (int64_t x = 0; x < dst.w; ++x) {
-        uint8_t* d = dst.row(dst.row_index(n, y, x));
-        if (y < top || y >= top + inner_h || x < left || x >= left + inner_w) {
-          std::memcpy(d, halo.data(), size_t(row_bytes));
-          continue;
-        }
-        const uint8_t* src = region + (int64_t(s.addr) + n * s.sn + (y - top) * s.sh + (x - left) * s.sw);
-        if (s.sc == es) {
-          std::memcpy(d, src, size_t(row_bytes));
-        } else {
-          for (int64_t c = 0; c < dst.c; ++c) std::memcpy(d + c * es, src + c * s.sc, size_t(es));
-        }
+    for (int64_t y = 0; y < dst.h; ++y) {
+      uint8_t* d = dst.row(dst.row_index(n, y, 0));
+      if (y < top || y >= top + inner_h) {
+        FillRows(d, dst.w, rs, row_bytes, value, int(es));
+        continue;
       }
+      FillRows(d, left, rs, row_bytes, value, int(es));
+      FillRows(d + (left + inner_w) * rs, right, rs, row_bytes, value, int(es));
+      if (inner_w == 0) continue;  // nothing read: the source address may be anywhere
+      const uint8_t* src = region + (int64_t(s.addr) + n * s.sn + (y - top) * s.sh);
+      CopySlice(d + left * rs, rs, es, src, s.sw, s.sc, inner_w, dst.c, int(es));
+    }
 }
 
 void DmaStoreKernel(const isa::FmtDmaStore& f, const View& src, uint8_t* region) {
-  const int64_t es = src.es;
   const isa::Dram& d = f.dst;
   // Element order (n, h, w, c): where strides make elements collide, the last one written stays.
   for (int64_t n = 0; n < src.n; ++n)
     for (int64_t y = 0; y < src.h; ++y)
-      for (int64_t x = 0; x < src.w; ++x) {
-        const uint8_t* s = src.row(src.row_index(n, y, x));
-        uint8_t* dst = region + (int64_t(d.addr) + n * d.sn + y * d.sh + x * d.sw);
-        if (d.sc == es) {
-          std::memcpy(dst, s, size_t(src.c * es));
-        } else {
-          for (int64_t c = 0; c < src.c; ++c) std::memcpy(dst + c * d.sc, s + c * es, size_t(es));
-        }
-      }
+      CopySlice(region + (int64_t(d.addr) + n * d.sn + y * d.sh), d.sw, d.sc, src.row(src.row_index(n, y, 0)),
+                src.rs, src.es, src.w, src.c, src.es);
 }
 
 // ---- elementwise ------------------------------------------------------------------------------------
@@ -137,6 +173,27 @@ int32_t Clamp(int32_t x, int32_t lo, int32_t hi) { return std::min(hi, std::max(
 // decides results beyond int32; TFLite's int32 add would be undefined there.
 int32_t AddZeroPointClamp(int32_t v, int32_t zero_point, int32_t lo, int32_t hi) {
   return int32_t(std::min<int64_t>(hi, std::max<int64_t>(lo, int64_t(v) + zero_point)));
+}
+
+// y = clamp(MBQM(x, mult, shift) + zero_point) over a row: the same bits as MultiplyByQuantizedMultiplier
+// (kernels.h) then AddZeroPointClamp, written branch-free so that the compiler vectorises it.
+__attribute__((target_clones("avx2", "default"))) void RequantRow(const int32_t* x, const int32_t* mult,
+                                                                  const int32_t* shift, int64_t c, int32_t zero_point,
+                                                                  int32_t lo, int32_t hi, int32_t* y) {
+  for (int64_t i = 0; i < c; ++i) {
+    const int32_t m = mult[i], left = shift[i] > 0 ? shift[i] : 0, right = shift[i] > 0 ? 0 : -shift[i];
+    const int64_t wide = int64_t(uint64_t(int64_t(x[i])) << left);  // x * 2^left, saturated below
+    const int32_t v = int32_t(wide < INT32_MIN ? INT32_MIN : wide > INT32_MAX ? INT32_MAX : wide);
+    // SaturatingRoundingDoublingHighMul: the division by 2^31 truncates toward zero.
+    const int64_t ab = int64_t(v) * m, t = ab + (ab >= 0 ? (1 << 30) : 1 - (1 << 30));
+    int32_t high = int32_t((t + (t < 0 ? (int64_t(1) << 31) - 1 : 0)) >> 31);
+    high = v == INT32_MIN && m == INT32_MIN ? INT32_MAX : high;
+    // RoundingDivideByPOT
+    const int32_t mask = int32_t((uint32_t(1) << right) - 1);
+    const int32_t q = (high >> right) + ((high & mask) > (mask >> 1) + (high < 0 ? 1 : 0) ? 1 : 0);
+    const int64_t z = int64_t(q) + zero_point;
+    y[i] = int32_t(z < lo ? lo : z > hi ? hi : z);
+  }
 }
 
 // Calls fn(input row, output row) for every row of o; a row of `in` broadcasts along dims of size 1.
@@ -232,14 +289,11 @@ void RequantKernel(const isa::FmtRequant& f, const View& a, const View& o, const
                           std::to_string(c) + " outside [-31, 31]"};
     }
   }
-  std::vector<int32_t> x(size_t(a.c));
+  std::vector<int32_t> x(size_t(a.c)), y(size_t(a.c));
   for (int64_t r = 0; r < a.rows(); ++r) {
     LoadRowInt(a, r, x.data());
-    for (int64_t c = 0; c < a.c; ++c) {
-      int32_t v = MultiplyByQuantizedMultiplier(x[size_t(c)], mult[size_t(c)], shift[size_t(c)]);
-      x[size_t(c)] = AddZeroPointClamp(v, f.o_offset, f.act_min, f.act_max);
-    }
-    StoreRowInt(out.view(), r, x.data());
+    RequantRow(x.data(), mult.data(), shift.data(), a.c, f.o_offset, f.act_min, f.act_max, y.data());
+    StoreRowInt(out.view(), r, y.data());
   }
   out.Commit();
 }
