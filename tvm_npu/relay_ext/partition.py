@@ -95,6 +95,13 @@ class PartitionReport:
             where = f"npu  {p.composite:24s}" if p.target == "npu" else f"cpu  {'':24s}"
             why = ("  <- " + "; ".join(p.reasons[:2])) if p.target == "cpu" and p.reasons else ""
             lines.append(f"  {p.binding:>12s} = {p.op:24s} {where}{why}")
+        if self.functions:
+            lines.append("  NPU regions (should-run: predicted NPU time incl. boundary vs predicted CPU time):")
+            for symbol, f in self.functions.items():
+                verdict = "offloaded" if f["offloaded"] else "kept on CPU"
+                lines.append(f"    {len(f['operators']):3d} ops, {f['macs'] / 1e6:8.2f} M MACs, "
+                             f"{f['predicted_npu_cycles']:9d} cycles: NPU {f['predicted_npu_us']:9.1f} us vs CPU "
+                             f"{f['predicted_cpu_us']:9.1f} us -> {verdict}")
         return "\n".join(lines)
 
 
