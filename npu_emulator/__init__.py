@@ -127,3 +127,17 @@ class Emulator:
         if trace:
             timeline = np.from_dlpack(result["trace"]).astype(np.int64, copy=True).reshape(-1, 4)
         return RunResult(io=io_buf, counters=Counters._from_native(result), trace=timeline)
+
+    def check(self, program: bytes, *, const_bytes: int = 0, io_bytes: int = 0, scratch_bytes: int = 0) -> Counters:
+        """Validates ``program`` against regions of these sizes and times it, without executing it:
+        the counters that do not depend on data (cycles, busy/stall, MACs, DMA bytes, SRAM high water).
+        Raises ValueError naming the instruction, exactly as ``run`` would before executing anything."""
+        import tvm_ffi
+
+        load_library()
+        for name, v in (("const_bytes", const_bytes), ("io_bytes", io_bytes), ("scratch_bytes", scratch_bytes)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int")
+        result = tvm_ffi.get_global_func("npu_emulator.validate")(
+            self.config_json, _as_bytes(program, "program"), int(const_bytes), int(io_bytes), int(scratch_bytes))
+        return Counters._from_native(result)

@@ -660,21 +660,23 @@ void ValidateConfig(const isa::Config& cfg) {
     if (bytes % 16) throw Error(Str("config: SRAM sizes must be multiples of 16 bytes, got ", bytes));
 }
 
-Counters Run(const isa::Config& cfg, const uint8_t* program, size_t program_size, const DramRegions& dram,
-             std::vector<int64_t>* trace) {
+namespace {
+// Validation, timing and the counters that do not depend on data: shared by Run and Check.
+Counters Plan(const isa::Config& cfg, const uint8_t* program, size_t program_size, const DramRegions& dram,
+              std::vector<Op>* ops_out, std::vector<Timing>* tm_out, std::vector<int64_t>* trace) {
   ValidateConfig(cfg);
-  std::vector<Op> ops = Decode(cfg, program, program_size, dram);
+  std::vector<Op>& ops = *ops_out;
+  ops = Decode(cfg, program, program_size, dram);
   Counters c;
-  std::vector<Timing> tm = Schedule(ops, &c);  // throws on deadlock, before anything runs
+  std::vector<Timing>& tm = *tm_out;
+  tm = Schedule(ops, &c);  // throws on deadlock, before anything runs
 
-  bool const_written = false;
   c.instructions = int64_t(ops.size());
   for (const Op& op : ops) {
     c.macs += op.macs;
     if (op.dma_region >= 0) {
       bool store = op.in.opcode == Opcode::DMASTORE;
       (store ? c.dma_write_bytes : c.dma_read_bytes)[op.dma_region] += op.dma_bytes;
-      const_written |= store && op.dma_region == int(isa::Region::CONST);
     }
     if (op.out_space >= 0) c.sram_high_water[op.out_space] = std::max(c.sram_high_water[op.out_space], op.out_end);
   }
@@ -683,6 +685,25 @@ Counters Run(const isa::Config& cfg, const uint8_t* program, size_t program_size
     trace->reserve(ops.size() * 4);
     for (size_t i = 0; i < ops.size(); ++i) trace->insert(trace->end(), {int64_t(i), ops[i].queue, tm[i].start, tm[i].end});
   }
+  return c;
+}
+}  // namespace
+
+Counters Check(const isa::Config& cfg, const uint8_t* program, size_t program_size, const DramRegions& dram,
+               std::vector<int64_t>* trace) {
+  std::vector<Op> ops;
+  std::vector<Timing> tm;
+  return Plan(cfg, program, program_size, dram, &ops, &tm, trace);
+}
+
+Counters Run(const isa::Config& cfg, const uint8_t* program, size_t program_size, const DramRegions& dram,
+             std::vector<int64_t>* trace) {
+  std::vector<Op> ops;
+  std::vector<Timing> tm;
+  Counters c = Plan(cfg, program, program_size, dram, &ops, &tm, trace);
+  bool const_written = false;
+  for (const Op& op : ops)
+    const_written |= op.dma_region == int(isa::Region::CONST) && op.in.opcode == Opcode::DMASTORE;
 
   // Functional effects in start-time order (ties: program order), so races resolve as timing implies.
   std::vector<uint32_t> order(ops.size());

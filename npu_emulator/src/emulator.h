@@ -49,4 +49,10 @@ void ValidateConfig(const isa::Config& cfg);
 Counters Run(const isa::Config& cfg, const uint8_t* program, size_t program_size, const DramRegions& dram,
              std::vector<int64_t>* trace);
 
+// Everything Run does except executing: validation (format, fields, shapes, bounds against the
+// region sizes in dram, tokens/deadlock) and the timing and counters, which do not depend on data.
+// The data pointers of dram are not used.
+Counters Check(const isa::Config& cfg, const uint8_t* program, size_t program_size, const DramRegions& dram,
+               std::vector<int64_t>* trace);
+
 }  // namespace npu

@@ -67,6 +67,41 @@ struct CpuAlloc {
   void FreeData(DLTensor* t) { std::free(t->data); }
 };
 
+Map<String, Any> CountersToMap(const npu::Counters& c) {
+  Map<String, Any> out;
+  out.Set("cycles", c.cycles);
+  out.Set("instructions", c.instructions);
+  out.Set("queue_busy", ToArray(c.queue_busy));
+  out.Set("queue_stall", ToArray(c.queue_stall));
+  out.Set("unit_busy", ToArray(c.unit_busy));
+  out.Set("macs", c.macs);
+  out.Set("dma_read_bytes", ToArray(c.dma_read_bytes));
+  out.Set("dma_write_bytes", ToArray(c.dma_write_bytes));
+  out.Set("sram_high_water", ToArray(c.sram_high_water));
+  return out;
+}
+
+// Validation and timing without execution: the ISA's validator (tvm_npu.isa.validate).
+Map<String, Any> Validate(String config_json, tvm::ffi::Bytes program, int64_t const_bytes, int64_t io_bytes,
+                          int64_t scratch_bytes) {
+  npu::isa::Config cfg = ParseConfig(config_json);
+  for (int64_t v : {const_bytes, io_bytes, scratch_bytes})
+    if (v < 0 || v > (int64_t(1) << 40)) TVM_FFI_THROW(ValueError) << "region size " << v << " outside [0, 2^40]";
+  npu::DramRegions dram;  // sizes only: Check never touches data
+  dram.const_size = size_t(const_bytes);
+  dram.io_size = size_t(io_bytes);
+  dram.scratch_size = size_t(scratch_bytes);
+  try {
+    return CountersToMap(npu::Check(cfg, reinterpret_cast<const uint8_t*>(program.data()), program.size(), dram,
+                                    nullptr));
+  } catch (const npu::Error& e) {
+    TVM_FFI_THROW(ValueError) << e.what();
+  } catch (const std::bad_alloc&) {
+    TVM_FFI_THROW(ValueError) << "program: out of memory";
+  }
+  return {};
+}
+
 Map<String, Any> Execute(String config_json, tvm::ffi::Bytes program, tvm::ffi::Bytes const_data,
                          tvm::ffi::TensorView io, int64_t scratch_bytes, bool trace) {
   npu::isa::Config cfg = ParseConfig(config_json);
@@ -93,16 +128,7 @@ Map<String, Any> Execute(String config_json, tvm::ffi::Bytes program, tvm::ffi::
     TVM_FFI_THROW(ValueError) << "program: out of memory";
   }
 
-  Map<String, Any> out;
-  out.Set("cycles", c.cycles);
-  out.Set("instructions", c.instructions);
-  out.Set("queue_busy", ToArray(c.queue_busy));
-  out.Set("queue_stall", ToArray(c.queue_stall));
-  out.Set("unit_busy", ToArray(c.unit_busy));
-  out.Set("macs", c.macs);
-  out.Set("dma_read_bytes", ToArray(c.dma_read_bytes));
-  out.Set("dma_write_bytes", ToArray(c.dma_write_bytes));
-  out.Set("sram_high_water", ToArray(c.sram_high_water));
+  Map<String, Any> out = CountersToMap(c);
   if (trace) {
     int64_t shape[1] = {int64_t(rows.size())};
     tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(CpuAlloc(), tvm::ffi::ShapeView(shape, 1),
@@ -115,4 +141,6 @@ Map<String, Any> Execute(String config_json, tvm::ffi::Bytes program, tvm::ffi::
 
 }  // namespace
 
-TVM_FFI_STATIC_INIT_BLOCK() { tvm::ffi::reflection::GlobalDef().def("npu_emulator.execute", Execute); }
+TVM_FFI_STATIC_INIT_BLOCK() {
+  tvm::ffi::reflection::GlobalDef().def("npu_emulator.execute", Execute).def("npu_emulator.validate", Validate);
+}
