@@ -177,7 +177,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"result": result.to_dict(), "report": report.to_dict() if report
                                                else None, "profile": profile(vm.module).to_dict()}, indent=2))
-    return 0 if result.status in ("pass", "xfail") else 1
+    return 0 if result.status in ("pass", "xfail", "xpass") else 1
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -37,13 +37,14 @@ def rank_at_most_4(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
 
 
 def conv_layout(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
-    """conv2d data layout NCHW or NHWC (output in the same layout), kernel layout OIHW, OHWI or HWIO."""
+    """conv2d data layout NCHW or NHWC (output in the same layout), kernel layout any order of O, I, H, W
+    (OIHW from ONNX, OHWI / HWOI from TFLite)."""
     a = d.attrs
     if a["data_layout"] not in ("NCHW", "NHWC"):
         return f"data layout {a['data_layout']}"
     if a["out_layout"] != a["data_layout"]:
         return f"output layout {a['out_layout']} differs from data layout {a['data_layout']}"
-    if a["kernel_layout"] not in ("OIHW", "OHWI", "HWIO"):
+    if sorted(a["kernel_layout"]) != sorted("OIHW"):
         return f"kernel layout {a['kernel_layout']}"
     return None
 
