@@ -214,3 +214,15 @@ def test_broadcast_batch_matmul_is_refused_with_reason():
     assert any("batch dimensions differ" in r for p in rep.placements for r in p.reasons), rep.summary()
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(av), tvm.runtime.tensor(bv)).numpy()
     np.testing.assert_allclose(got, av @ bv, rtol=1e-5, atol=1e-5)
+
+
+def test_division_by_a_constant_is_unbiased():
+    """x / 6 must not become x * fp16(1/6), which is 2.4e-4 too small for every element."""
+    m = model([helper.make_node("Div", ["x", "six"], ["y"])], [("x", (1, 8, 32, 32))], [("y", (1, 8, 32, 32))],
+              [numpy_helper.from_array(np.array(6.0, np.float32), "six")])
+    x = (RNG.uniform(0.5, 4.0, (1, 8, 32, 32))).astype(np.float16).astype(np.float32)  # exact fp16 inputs
+    got, report = compile_run(m, {"x": x}, "npu")
+    rel = (got[0].astype(np.float64) - x / 6.0) / (x / 6.0)
+    assert on_npu(report)
+    assert abs(rel.mean()) < 3e-5, rel.mean()  # rounding to fp16 once: unbiased
+    assert np.abs(rel).max() <= 2.0 ** -11  # within half an fp16 ulp of the exact quotient

@@ -20,7 +20,7 @@ from ..config import NPUConfig
 from ..isa import DType, Region
 from ..relay_ext.ops import OpDesc, Unsupported, describe
 from . import plans as P
-from .lower import Lowerer, lower_op
+from .lower import Lowerer, const_dtype, lower_op
 from .memory import ConstPool, DramTensor
 
 _NPU_DTYPE = {"float32": DType.FP16, "float16": DType.FP16, "int8": DType.INT8, "int16": DType.INT16,
@@ -141,7 +141,7 @@ class FunctionCompiler:
             ins: List[DramTensor] = []
             for expr, t in zip(desc.exprs, desc.inputs):
                 if t.is_const:
-                    ins.append(consts.tensor(t.const, DType.FP16))
+                    ins.append(consts.tensor(t.const, const_dtype(desc)))
                     continue
                 outer = arg_of.get(expr)
                 if outer is None or outer not in values:

@@ -259,11 +259,13 @@ class Lowerer:
         self._finish(steps)
 
     # ---- elementwise, activations, softmax, mean, concat, pooling --------------------------------
-    def _row_tiles(self, shape4: Sequence[int], bytes_per_row: int, reserve: int = 0):
+    def _row_tiles(self, shape4: Sequence[int], bytes_per_row: int, reserve: int = 0, acc_bytes_per_row: int = 0):
         """Tiles (i0, j1, t1, j2, t2) over dims 0..2 of a 4-D shape with dim 3 whole, sized so that
-        `bytes_per_row` x rows fits ACT after `reserve` bytes."""
+        `bytes_per_row` x rows fits ACT after `reserve` bytes (and `acc_bytes_per_row` x rows fits ACC)."""
         d0, d1, d2, _ = shape4
         budget = (self.config.act_sram_bytes - reserve) // max(bytes_per_row, 1)
+        if acc_bytes_per_row:
+            budget = min(budget, (self.config.acc_sram_bytes - reserve) // acc_bytes_per_row)
         if budget < 1:
             raise Unsupported(f"one row of {shape4[3]} elements does not fit ACT with double buffering")
         t2 = min(d2, budget)
@@ -274,40 +276,59 @@ class Lowerer:
                     yield i0, j1, min(t1, d1 - j1), j2, min(t2, d2 - j2)
 
     def elementwise(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
-        """Binary ops with broadcasting, and activations, on 4-D views of the logical shapes."""
+        """Binary ops with broadcasting, and activations, on 4-D views of the logical shapes.
+
+        A binary op with a constant operand (a bias, a scale, a division turned into a multiplication
+        by the reciprocal) runs in fp32 on ACC with the constant kept in fp32, rounded to fp16 once:
+        an fp16 constant would bias every result the same way (fp16(1/6) is 2.4e-4 too small)."""
         shape4 = _pad4(out.shape)
         o4 = DramTensor(out.region, out.offset, shape4, out.dtype)
-        ops = []
-        for t in ins:
-            ops.append(DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype))
+        ops = [DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype) for t in ins]
+        consts = [t.is_const for t in desc.inputs]
+        wide = desc.kind == "binary" and any(consts)  # fp32 on ACC
         row = sram_bytes((1, 1, 1, shape4[3]), F16)
-        n_buf = len(ops) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
+        row32 = sram_bytes((1, 1, 1, shape4[3]), F32)
+        n_act = sum(not c for c in consts) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
         slots = 2 if self.double_buffer else 1
         steps: List[Step] = []
-        alloc_probe = SramAllocator(self.config)
+        alloc = SramAllocator(self.config)
         tmp_act, scalars, const_loads = None, {}, []
-        tiles = list(self._row_tiles(shape4, row * n_buf * slots, reserve=64))
+        tiles = list(self._row_tiles(shape4, row * n_act * slots, reserve=64,
+                                     acc_bytes_per_row=row32 * (len(ops) + 1) * slots if wide else 0))
         t1m = max(t[2] for t in tiles)
         t2m = max(t[4] for t in tiles)
-        bufs = [self._slots(alloc_probe, Space.ACT, (1, t1m if o.shape[1] > 1 else 1, t2m if o.shape[2] > 1 else 1,
-                                                     shape4[3] if o.shape[3] > 1 else 1), F16, f"operand {i}")
-                for i, o in enumerate(ops)]
-        out_slots = self._slots(alloc_probe, Space.ACT, (1, t1m, t2m, shape4[3]), F16, "output")
+
+        def dims(o, t1, t2):
+            return (1, t1 if o.shape[1] > 1 else 1, t2 if o.shape[2] > 1 else 1, o.shape[3])
+
+        bufs = [self._slots(alloc, Space.ACC if c and wide else Space.ACT, dims(o, t1m, t2m),
+                            F32 if c and wide else F16, f"operand {i}") for i, (o, c) in enumerate(zip(ops, consts))]
+        wide_bufs = [self._slots(alloc, Space.ACC, dims(o, t1m, t2m), F32, f"operand {i} in fp32")
+                     if wide and not c else None for i, (o, c) in enumerate(zip(ops, consts))]
+        out_slots = self._slots(alloc, Space.ACT, (1, t1m, t2m, shape4[3]), F16, "output")
+        acc_out = alloc.alloc(Space.ACC, (1, t1m, t2m, shape4[3]), F32, "fp32 result") if wide else None
         if desc.kind == "activation":
-            tmp_act, scalars, const_loads = self._act_consts(alloc_probe, desc.activation, Space.ACT, F16,
+            tmp_act, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACT, F16,
                                                            (1, t1m, t2m, shape4[3]))
         for rank, (i0, j1, t1, j2, t2) in enumerate(tiles):
             step = Step(loads=list(const_loads) if rank == 0 else [])
             srcs = []
             for oi, o in enumerate(ops):
-                dims = (1, t1 if o.shape[1] > 1 else 1, t2 if o.shape[2] > 1 else 1, o.shape[3])
-                buf = _at(self._slot(bufs[oi], rank), dims)
+                buf = _at(self._slot(bufs[oi], rank), dims(o, t1, t2))
                 start = {0: i0 if o.shape[0] > 1 else 0, 1: j1 if o.shape[1] > 1 else 0,
                          2: j2 if o.shape[2] > 1 else 0}
                 step.loads.append(_load(buf, o.view((0, 1, 2, 3), start)))
+                if wide_bufs[oi] is not None:  # widen the activation operand to fp32
+                    w32 = _at(self._slot(wide_bufs[oi], rank), dims(o, t1, t2))
+                    step.computes.append(Instr.make("vcvt", a=buf, o=w32))
+                    buf = w32
                 srcs.append(buf)
             dst = _at(self._slot(out_slots, rank), (1, t1, t2, shape4[3]))
-            if desc.kind == "binary":
+            if wide:
+                res = _at(acc_out, dst.shape)
+                step.computes += [_binop("v" + desc.attrs["op"], srcs[0], srcs[1], res),
+                                  Instr.make("vrequant", a=res, o=dst)]
+            elif desc.kind == "binary":
                 step.computes.append(_binop("v" + desc.attrs["op"], srcs[0], srcs[1], dst))
             else:
                 step.computes.append(Instr.make("vcvt", a=srcs[0], o=dst))
@@ -499,10 +520,16 @@ def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
     return None
 
 
+def const_dtype(desc: OpDesc) -> DType:
+    """How a constant operand is stored: fp32 for elementwise binaries (computed in fp32, see
+    Lowerer.elementwise), fp16 for weights."""
+    return F32 if desc.kind == "binary" else F16
+
+
 def dry_run(desc: OpDesc, config: NPUConfig) -> None:
     """Lowers the operator into a throwaway program: raises Unsupported exactly when codegen would."""
     low = Lowerer(config, ConstPool())
-    ins = [low.consts.tensor(t.const, F16) if t.is_const else DramTensor(Region.IO, 0, t.shape, F16)
+    ins = [low.consts.tensor(t.const, const_dtype(desc)) if t.is_const else DramTensor(Region.IO, 0, t.shape, F16)
            for t in desc.inputs]
     lower_op(low, desc, ins, DramTensor(Region.IO, 0, desc.output.shape, F16))
 
