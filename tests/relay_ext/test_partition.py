@@ -196,3 +196,32 @@ def test_vector_ops_that_cannot_fit_are_refused_at_partition_time_not_in_codegen
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     e = np.exp(x - x.max(-1, keepdims=True))
     np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+def test_onnx_clip_with_bound_inputs_reaches_the_npu():
+    """TVM's ONNX frontend imports Clip(min, max inputs) as call_tir(maximum/minimum); the rewrite puts
+    Relax operators back so the NPU takes them, and the values stay those of onnxruntime."""
+    from onnx import numpy_helper
+
+    m = model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], [("x", (1, 4, 6, 6))], [("y", (1, 4, 6, 6))],
+              [numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+               numpy_helper.from_array(np.array(0.75, np.float32), "hi")])
+    x = RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    got, rep = compile_run(m, {"x": x}, "npu")
+    np.testing.assert_allclose(got[0], reference(m, {"x": x})[0], atol=1e-3)
+    assert {p.op for p in on_npu(rep)} == {"relax.maximum", "relax.minimum"}, rep.summary()
+
+
+def test_elementwise_rewrite_leaves_other_primfuncs_alone():
+    from tvm.script import tirx as T
+
+    from tvm_npu.relay_ext.rewrites import elementwise_binary
+
+    @T.prim_func(s_tir=True)
+    def transposed_max(a: T.Buffer((4, 4), "float32"), b: T.Buffer((), "float32"), o: T.Buffer((4, 4), "float32")):
+        for i, j in T.grid(4, 4):
+            with T.sblock("m"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                o[vi, vj] = T.max(a[vj, vi], b[()])
+
+    assert elementwise_binary(transposed_max) is None

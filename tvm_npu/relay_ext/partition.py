@@ -25,6 +25,7 @@ from tvm import relax
 from ..config import NPUConfig
 from . import patterns as pt
 from .fold import FoldWithNumpy
+from .rewrites import ElementwiseTIRToRelax
 
 _LAST_REPORT: Optional["PartitionReport"] = None
 _OPTIONS: contextvars.ContextVar["CompileOptions"] = contextvars.ContextVar("tvm_npu_options")
@@ -115,6 +116,7 @@ def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
     (or decomposed into a scale and shift), then constants folded, so weight transposes, bias
     reshapes and folded batch-norm parameters become plain constants the patterns can take."""
     return tvm.transform.Sequential([
+        ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         FoldWithNumpy(),  # most of what the two passes above leave, without JIT-compiling each piece
