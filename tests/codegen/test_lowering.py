@@ -57,7 +57,7 @@ def test_double_buffering_and_performance_model(case, config):
     runs = {}
     for db in (True, False):
         art, records = FunctionCompiler(cfg, double_buffer=db).compile(fn, "f")
-        outs, res = art.run({"x": x})
+        outs, res = art.run({"x": x.astype(art.inputs[0].dtype)})  # float32 where every consumer reads it
         runs[db] = (res.counters.cycles, sum(r.predicted_cycles for r in records), outs)
         if db:
             steps = art.producer["steps"]  # the serialised twin may tile differently (one slot, bigger tiles)

@@ -225,3 +225,38 @@ def test_elementwise_rewrite_leaves_other_primfuncs_alone():
                 o[vi, vj] = T.max(a[vj, vi], b[()])
 
     assert elementwise_binary(transposed_max) is None
+
+
+def test_ir_the_partitioner_cannot_handle_runs_on_cpu_with_the_reason():
+    """MergeCompositeFunctions fails on match_cast / If / tensor_to_shape; compiling must still work."""
+    x = _x([4, 3])
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            r = bb.emit(relax.op.nn.relu(x))
+            n = bb.emit(relax.op.nonzero(r))  # data-dependent output shape
+            y = bb.emit_output(n)
+        bb.emit_func_output(y)
+    with tvm_npu.compile_options(should_run=False):
+        ex = tvm.compile(bb.get(), target="npu")
+    xv = np.array([[1, -1, 2], [0, 3, -4], [5, 0, 0], [-1, -2, 6]], np.float32)
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv)).numpy()
+    np.testing.assert_array_equal(got, np.array(np.nonzero(np.maximum(xv, 0))))
+
+
+def test_repeated_composites_are_all_named_in_the_report():
+    rep = _partition(_relax_fn(lambda bb, x: relax.op.add(relax.op.nn.relu(x), relax.op.nn.relu(relax.op.negative(x))),
+                               _x([2, 8])))
+    assert [p.composite for p in on_npu(rep)].count("npu.relu") == 2, rep.summary()
+    assert all(p.composite for p in on_npu(rep))
+
+
+def test_softmax_of_large_offsets_subtracts_the_maximum_before_rounding_to_fp16():
+    mod = _relax_fn(lambda bb, x: relax.op.nn.softmax(x), _x([2, 4]))
+    xv = np.array([[0, 1, 2, 3], [10000, 10001, 10002, 10003]], np.float32)
+    with tvm_npu.compile_options(should_run=False):
+        ex = tvm.compile(mod, target="npu")
+    assert on_npu(tvm_npu.last_report())
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xv)).numpy()
+    e = np.exp(xv - xv.max(1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(1, keepdims=True), atol=1e-3)

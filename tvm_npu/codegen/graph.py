@@ -23,9 +23,27 @@ from . import plans as P
 from .lower import Lowerer, const_dtype, lower_op
 from .memory import ConstPool, DramTensor
 
+def _fp32_inputs(fn: relax.Function) -> set:
+    """Function inputs every NPU consumer of which can read float32 (softmax, elementwise binaries):
+    they stay float32 in the IO region instead of being rounded to fp16 on the way in, so e.g. a
+    softmax over [10000, 10003] subtracts its row maximum before anything is rounded."""
+    composites, uses = {}, {}
+    for b in _bindings(fn):
+        v = b.value
+        if isinstance(v, relax.Function) and v.attrs is not None and "Composite" in v.attrs:
+            composites[b.var] = v
+        elif isinstance(v, relax.Call):
+            comp = composites.get(v.op) if isinstance(v.op, relax.Var) else v.op
+            kind = composite_desc(comp).kind if isinstance(comp, relax.Function) else ""
+            for a in v.args:
+                uses.setdefault(a, set()).add(kind)
+    return {p for p in fn.params if uses.get(p) and uses[p] <= {"softmax", "binary"}}
+
+
 _NPU_DTYPE = {"float32": DType.FP16, "float16": DType.FP16, "int8": DType.INT8, "int16": DType.INT16,
               "int32": DType.INT32}
-_IO_NAME = {DType.FP16: "float16", DType.INT8: "int8", DType.INT16: "int16", DType.INT32: "int32"}
+_IO_NAME = {DType.FP16: "float16", DType.FP32: "float32", DType.INT8: "int8", DType.INT16: "int16",
+            DType.INT32: "int32"}
 
 
 @dataclasses.dataclass
@@ -100,9 +118,9 @@ class FunctionCompiler:
         io: List[IOTensor] = []
         io_top = 0
 
-        def io_tensor(name: str, kind: str, ty) -> DramTensor:
+        def io_tensor(name: str, kind: str, ty, keep_fp32: bool = False) -> DramTensor:
             nonlocal io_top
-            dtype = _NPU_DTYPE.get(str(ty.dtype))
+            dtype = DType.FP32 if keep_fp32 and str(ty.dtype) == "float32" else _NPU_DTYPE.get(str(ty.dtype))
             if dtype is None:
                 raise Unsupported(f"{kind} {name} of dtype {ty.dtype}")
             shape = tuple(int(v) for v in ty.shape.values)
@@ -111,8 +129,9 @@ class FunctionCompiler:
             io_top = (io_top + t.nbytes + 15) // 16 * 16
             return t
 
+        fp32_inputs = _fp32_inputs(fn)
         for p in fn.params:
-            values[p] = io_tensor(p.name, "input", p.ty)
+            values[p] = io_tensor(p.name, "input", p.ty, p in fp32_inputs)
         ret = fn.body.body
         outputs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         scratch_top = 0

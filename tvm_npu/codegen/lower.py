@@ -284,8 +284,11 @@ class Lowerer:
         shape4 = _pad4(out.shape)
         o4 = DramTensor(out.region, out.offset, shape4, out.dtype)
         ops = [DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype) for t in ins]
-        consts = [t.is_const for t in desc.inputs]
+        # operands already in fp32 (constants, float32 function inputs) load straight into ACC
+        consts = [o.dtype == F32 for o in ops]
         wide = desc.kind == "binary" and any(consts)  # fp32 on ACC
+        if any(consts) and not wide:
+            raise Unsupported(f"{desc.kind} cannot read a float32 operand")
         row = sram_bytes((1, 1, 1, shape4[3]), F16)
         row32 = sram_bytes((1, 1, 1, shape4[3]), F32)
         n_act = sum(not c for c in consts) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
@@ -347,8 +350,10 @@ class Lowerer:
         x2 = DramTensor(x.region, x.offset, (rows, length), x.dtype)
         o2 = DramTensor(out.region, out.offset, (rows, length), out.dtype)
         row = sram_bytes((1, 1, 1, length), F16)
+        wide = x.dtype == F32  # a float32 input: subtract the row maximum in fp32, then round
+        row32 = sram_bytes((1, 1, 1, length), F32) * 2 if wide else 0
         budget = min((self.config.act_sram_bytes - 1024) // (row * 4 + 64),
-                     self.config.acc_sram_bytes // 64)
+                     self.config.acc_sram_bytes // (64 + row32))
         if budget < 1:
             raise Unsupported(f"a softmax row of {length} does not fit ACT")
         tr = min(rows, budget)
@@ -358,16 +363,21 @@ class Lowerer:
         mx = alloc.alloc(Space.ACT, (1, 1, tr, 1), F16, "row max")
         rec16 = alloc.alloc(Space.ACT, (1, 1, tr, 1), F16, "row reciprocal")
         total = alloc.alloc(Space.ACC, (1, 1, tr, 1), F32, "row sum")
+        if wide:
+            in_slots = self._slots(alloc, Space.ACC, (1, 1, tr, length), F32, "fp32 input")
+            mx = alloc.alloc(Space.ACC, (1, 1, tr, 1), F32, "fp32 row max")
         steps = []
         for rank, r0 in enumerate(range(0, rows, tr)):
             t = min(tr, rows - r0)
             a = _at(self._slot(in_slots, rank), (1, 1, t, length))
             o = _at(self._slot(out_slots, rank), (1, 1, t, length))
             m, s, r = _at(mx, (1, 1, t, 1)), _at(total, (1, 1, t, 1)), _at(rec16, (1, 1, t, 1))
+            shift = [Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3), _binop("vsub", a, m, a),
+                     Instr.make("vrequant", a=a, o=o)] if wide else \
+                [Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3), _binop("vsub", a, m, o)]
             steps.append(Step(
                 loads=[_load(a, x2.view((None, None, 0, 1), {0: r0}))],
-                computes=[Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3),
-                          _binop("vsub", a, m, o),
+                computes=shift + [
                           Instr.make("vfunc", a=o, o=o, func=int(Func.EXP)),
                           Instr.make("vreduce", a=o, o=s, mode=int(ReduceMode.SUM), axis=3),
                           Instr.make("vfunc", a=s, o=s, func=int(Func.RECIPROCAL)),

@@ -126,11 +126,11 @@ def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
-    seq = tvm.transform.Sequential([
-        relax.transform.FuseOpsByPattern(pt.patterns(), bind_constants=True, annotate_codegen=False),
-        relax.transform.MergeCompositeFunctions(),
-    ])
-    return seq(mod)
+    fused = relax.transform.FuseOpsByPattern(pt.patterns(), bind_constants=True, annotate_codegen=False)(mod)
+    if not any(isinstance(f, relax.Function) and f.attrs is not None and "Composite" in f.attrs
+               for f in fused.functions.values()):
+        return mod  # nothing matched: MergeCompositeFunctions has nothing to do (and fails on some IR)
+    return relax.transform.MergeCompositeFunctions()(fused)
 
 
 def _npu_functions(mod: tvm.IRModule):
@@ -147,12 +147,17 @@ def _io_elems(fn: relax.Function) -> int:
 
 
 def _composites(fn: relax.Function):
-    """(pattern name, number of operator calls) of each composite of a merged function, in order."""
+    """(pattern name, number of operator calls) of each composite call of a merged function, in
+    order. Identical composites are defined once and called several times, so calls are counted."""
+    defs = {}
     for block in fn.body.blocks:
         for b in block.bindings:
-            if isinstance(b.value, relax.Function):
-                calls = sum(isinstance(ib.value, relax.Call) for blk in b.value.body.blocks for ib in blk.bindings)
-                yield str(b.value.attrs["Composite"]), calls
+            v = b.value
+            if isinstance(v, relax.Function) and v.attrs is not None and "Composite" in v.attrs:
+                calls = sum(isinstance(ib.value, relax.Call) for blk in v.body.blocks for ib in blk.bindings)
+                defs[b.var] = (str(v.attrs["Composite"]), calls)
+            elif isinstance(v, relax.Call) and isinstance(v.op, relax.Var) and v.op in defs:
+                yield defs[v.op]
 
 
 def _function_vars(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, List[tuple]]:
@@ -253,11 +258,31 @@ def _placements(folded: tvm.IRModule, fused: tvm.IRModule, state: pt.PartitionSt
 
 
 def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[CompileOptions] = None) -> tvm.IRModule:
-    """Offloads what the NPU can and should run; everything else is left for the CPU pipeline."""
+    """Offloads what the NPU can and should run; everything else is left for the CPU pipeline.
+    If TVM's partitioning passes cannot handle the module (some control flow and data-dependent
+    shapes), the whole module stays on the CPU and the report says why: never a failed compile."""
     global _LAST_REPORT
     if mod.attrs is not None and "external_mods" in mod.attrs:
         return mod  # already partitioned (MergeCompositeFunctions cannot run twice)
-    options = options or current_options()
+    try:
+        return _partition(mod, config, options or current_options())
+    except Exception as e:  # noqa: BLE001 - TVM passes raise many types; the CPU path always works
+        reason = f"partitioning failed, the whole model runs on the CPU: {type(e).__name__}: " + \
+            str(e).strip().splitlines()[-1][:300]
+        _LAST_REPORT = PartitionReport(config.name, [OperatorPlacement(v.name, op, "cpu", reasons=[reason])
+                                                     for v, op in _safe_main_calls(mod)], {}, [])
+        return mod
+
+
+def _safe_main_calls(mod: tvm.IRModule) -> List[tuple]:
+    try:
+        return _main_calls(mod)
+    except Exception:  # noqa: BLE001 - a main without dataflow blocks: nothing to list
+        return []
+
+
+def _partition(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) -> tvm.IRModule:
+    global _LAST_REPORT
     cpu = options.cpu or CpuModel()
     folded = _prepare(mod)
     state = pt.PartitionState(config)
@@ -289,7 +314,6 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
         pt.ACTIVE.reset(token)
     for f in functions.values():
         f.pop("_vars", None)
-    label = labels(folded)
     _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions,
                                    sorted(label.get(v, str(v)) for v in state.vetoed))
     return part
