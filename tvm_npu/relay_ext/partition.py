@@ -302,6 +302,13 @@ def _partition(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) ->
             for f in functions.values():
                 f["offloaded"] = True
         fused = part
+        if not any(True for _ in _npu_functions(fused)):
+            # nothing to offload: the CPU pipeline gets the user's module exactly as it was
+            for f in functions.values():
+                f.pop("_vars", None)
+            _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions,
+                                           sorted(label.get(v, str(v)) for v in state.vetoed))
+            return mod
         from .codegen import CODEGEN_OPTIONS_KEY, set_sources
 
         # provenance: the bindings of the user's main function each composite covers, by symbol

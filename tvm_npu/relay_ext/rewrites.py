@@ -93,8 +93,13 @@ def ElementwiseTIRToRelax() -> tvm.transform.Pass:
 
 def _rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     rewriter = _Rewriter(mod)
+    changed = False
     for gv, fn in list(mod.functions.items()):
         if isinstance(fn, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(fn))
-    out = rewriter.builder_.get()
-    return relax.transform.DeadCodeElimination()(out)
+            new = rewriter.visit_expr(fn)
+            if not new.same_as(fn):
+                rewriter.builder_.update_func(gv, new)
+                changed = True
+    # the replaced PrimFuncs stay in the module (harmless): removing "unused" functions here would
+    # also drop ones referenced in ways the pass cannot see (e.g. shape functions)
+    return rewriter.builder_.get() if changed else mod
