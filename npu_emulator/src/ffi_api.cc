@@ -13,6 +13,7 @@
 #include <new>
 #include <string>
 
+#include "counters_map.h"
 #include "emulator.h"
 
 namespace {
@@ -54,11 +55,6 @@ npu::isa::Config ParseConfig(const String& text) {
   return cfg;
 }
 
-template <size_t N>
-Array<int64_t> ToArray(const int64_t (&v)[N]) {
-  return Array<int64_t>(v, v + N);
-}
-
 struct CpuAlloc {
   void AllocData(DLTensor* t) {
     t->data = std::malloc(std::max<size_t>(tvm::ffi::GetDataSize(*t), 1));
@@ -67,19 +63,6 @@ struct CpuAlloc {
   void FreeData(DLTensor* t) { std::free(t->data); }
 };
 
-Map<String, Any> CountersToMap(const npu::Counters& c) {
-  Map<String, Any> out;
-  out.Set("cycles", c.cycles);
-  out.Set("instructions", c.instructions);
-  out.Set("queue_busy", ToArray(c.queue_busy));
-  out.Set("queue_stall", ToArray(c.queue_stall));
-  out.Set("unit_busy", ToArray(c.unit_busy));
-  out.Set("macs", c.macs);
-  out.Set("dma_read_bytes", ToArray(c.dma_read_bytes));
-  out.Set("dma_write_bytes", ToArray(c.dma_write_bytes));
-  out.Set("sram_high_water", ToArray(c.sram_high_water));
-  return out;
-}
 
 // Validation and timing without execution: the ISA's validator (tvm_npu.isa.validate).
 Map<String, Any> Validate(String config_json, tvm::ffi::Bytes program, int64_t const_bytes, int64_t io_bytes,
@@ -92,7 +75,7 @@ Map<String, Any> Validate(String config_json, tvm::ffi::Bytes program, int64_t c
   dram.io_size = size_t(io_bytes);
   dram.scratch_size = size_t(scratch_bytes);
   try {
-    return CountersToMap(npu::Check(cfg, reinterpret_cast<const uint8_t*>(program.data()), program.size(), dram,
+    return npu::CountersToMap(npu::Check(cfg, reinterpret_cast<const uint8_t*>(program.data()), program.size(), dram,
                                     nullptr));
   } catch (const npu::Error& e) {
     TVM_FFI_THROW(ValueError) << e.what();
@@ -128,7 +111,7 @@ Map<String, Any> Execute(String config_json, tvm::ffi::Bytes program, tvm::ffi::
     TVM_FFI_THROW(ValueError) << "program: out of memory";
   }
 
-  Map<String, Any> out = CountersToMap(c);
+  Map<String, Any> out = npu::CountersToMap(c);
   if (trace) {
     int64_t shape[1] = {int64_t(rows.size())};
     tvm::ffi::Tensor t = tvm::ffi::Tensor::FromNDAlloc(CpuAlloc(), tvm::ffi::ShapeView(shape, 1),

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "artifact_reader.h"
+#include "counters_map.h"
 #include "emulator.h"
 
 namespace tvm_npu {
@@ -88,26 +89,6 @@ std::string ShapeStr(const int64_t* d, size_t n) {
   return os.str();
 }
 
-template <size_t N>
-ffi::Array<int64_t> ToArray(const int64_t (&v)[N]) {
-  return ffi::Array<int64_t>(v, v + N);
-}
-
-// The keys of npu_emulator.execute (npu_emulator/src/ffi_api.cc), so npu_emulator.Counters reads both.
-ffi::Map<ffi::String, ffi::Any> CountersToMap(const npu::Counters& c) {
-  ffi::Map<ffi::String, ffi::Any> out;
-  out.Set("cycles", c.cycles);
-  out.Set("instructions", c.instructions);
-  out.Set("queue_busy", ToArray(c.queue_busy));
-  out.Set("queue_stall", ToArray(c.queue_stall));
-  out.Set("unit_busy", ToArray(c.unit_busy));
-  out.Set("macs", c.macs);
-  out.Set("dma_read_bytes", ToArray(c.dma_read_bytes));
-  out.Set("dma_write_bytes", ToArray(c.dma_write_bytes));
-  out.Set("sram_high_water", ToArray(c.sram_high_water));
-  return out;
-}
-
 Artifact ParseForSymbol(const std::string& sym, std::string bytes) {
   if (sym.empty()) TVM_FFI_THROW(ValueError) << "npu module: empty symbol name";
   try {
@@ -158,7 +139,7 @@ class NPUModuleObj : public ffi::ModuleObj {
         std::lock_guard<std::mutex> lock(mu_);
         const Symbol& s = Get(sym);
         if (!s.has_run) TVM_FFI_THROW(ValueError) << "npu function '" << sym << "' has not run yet";
-        return CountersToMap(s.counters);
+        return npu::CountersToMap(s.counters);
       });
     if (name == "npu_last_trace") return ffi::Function::FromTyped([this, self](ffi::String sym) {
         std::lock_guard<std::mutex> lock(mu_);
