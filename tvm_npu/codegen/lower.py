@@ -109,6 +109,17 @@ class Lowerer:
             scalars[name] = buf
         return tmp, scalars, loads
 
+    def _tile_out(self, step: Step, desc: OpDesc, acc_t: TensorRef, bias: Optional[TensorRef],
+                  tmp: Optional[TensorRef], scalars: dict, out_slot: TensorRef, dst) -> None:
+        """The end of a MAC tile: bias, activation on the fp32 accumulator, one rounding to fp16 into
+        the output slot, and its store."""
+        if bias is not None:
+            step.computes.append(_binop("vadd", acc_t, _at(bias, (1, 1, 1, acc_t.shape[3])), acc_t))
+        step.computes += self._epilogue(acc_t, desc.activation, _at(tmp, acc_t.shape) if tmp else None, scalars)
+        o = _at(out_slot, acc_t.shape)
+        step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
+        step.stores.append(Instr.make("dma.store", src=o, dst=dst))
+
     # ---- conv2d --------------------------------------------------------------------------------
     def conv2d(self, desc: OpDesc, x: DramTensor, out: DramTensor, plan: P.Plan) -> None:
         g = P.conv_geom(desc)
@@ -184,14 +195,9 @@ class Lowerer:
                                 accumulate=int(k0 > 0)))
                         load_rank += 1
                         if last:
-                            if bias is not None:
-                                step.computes.append(_binop("vadd", acc_t, _at(bbuf, (1, 1, 1, tc)), acc_t))
-                            step.computes += self._epilogue(acc_t, desc.activation,
-                                                            _at(tmp, acc_t.shape) if tmp else None, scalars)
-                            o = _at(self._slot(out_slots, store_rank), (1, ty, g.ow, tc))
-                            step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
-                            step.stores.append(Instr.make("dma.store", src=o, dst=out.view(
-                                ax, {ax[0]: n, ax[1]: y0, ax[3]: c0})))
+                            self._tile_out(step, desc, acc_t, bbuf if bias is not None else None, tmp, scalars,
+                                           self._slot(out_slots, store_rank),
+                                           out.view(ax, {ax[0]: n, ax[1]: y0, ax[3]: c0}))
                             store_rank += 1
                         steps.append(step)
         self._finish(steps)
@@ -246,14 +252,8 @@ class Lowerer:
                     step.computes.append(Instr.make("gemm", a=a, w=wbuf, o=acc_t, accumulate=int(k0 > 0)))
                     load_rank += 1
                     if last:
-                        if bias is not None:
-                            step.computes.append(_binop("vadd", acc_t, _at(bbuf, (1, 1, 1, tn)), acc_t))
-                        step.computes += self._epilogue(acc_t, desc.activation,
-                                                        _at(tmp, acc_t.shape) if tmp else None, scalars)
-                        o = _at(self._slot(out_slots, store_rank), (1, 1, tm, tn))
-                        step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
-                        step.stores.append(Instr.make("dma.store", src=o, dst=o2.view((None, None, 0, 1),
-                                                                                      {0: r0, 1: c0})))
+                        self._tile_out(step, desc, acc_t, bbuf if bias is not None else None, tmp, scalars,
+                                       self._slot(out_slots, store_rank), o2.view((None, None, 0, 1), {0: r0, 1: c0}))
                         store_rank += 1
                     steps.append(step)
         self._finish(steps)
