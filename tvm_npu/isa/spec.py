@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import struct
 from typing import Dict, List, Tuple
 
@@ -139,7 +140,8 @@ class Format:
     name: str
     operands: Tuple[Operand, ...]
 
-    @property
+    # cached: pure functions of a frozen format, used for every instruction encoded or decoded
+    @functools.cached_property
     def fields(self) -> List[Tuple[str, str]]:
         """The flat scalar fields (name, type) in encoding order."""
         out: List[Tuple[str, str]] = []
@@ -150,11 +152,11 @@ class Format:
                 out.append((op.name, op.kind))
         return out
 
-    @property
+    @functools.cached_property
     def struct(self) -> struct.Struct:
         return struct.Struct("<" + "".join(SCALAR_TYPES[t][0] for _, t in self.fields))
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         raw = INSTR_HEADER.size + self.struct.size
         return (raw + INSTR_ALIGN - 1) // INSTR_ALIGN * INSTR_ALIGN
