@@ -131,7 +131,7 @@ class Artifact:
 
     # ---- serialisation -------------------------------------------------------------------
     def serialize(self) -> bytes:
-        self.verify_structure()
+        self.verify_structure(decode_program=False)
         sections = [
             (b"META", json.dumps(self.meta(), sort_keys=True, separators=(",", ":")).encode()),
             (b"PROG", bytes(self.program)),
@@ -236,10 +236,12 @@ class Artifact:
             raise ArtifactError("META.io_bytes disagrees with the IO table")
         return art
 
-    def verify_structure(self) -> None:
-        """Checks that do not need the emulator: the program decodes and every table is consistent."""
+    def verify_structure(self, decode_program: bool = True) -> None:
+        """Checks that do not need the emulator: the program decodes and every table is consistent.
+        `decode_program=False` (used when writing what our own encoder produced) reads only the
+        program header; loading always decodes every instruction."""
         try:
-            prog = Program.decode(self.program)
+            n_instrs = len(Program.decode(self.program)) if decode_program else _instruction_count(self.program)
         except ISAError as e:
             raise ArtifactError(f"section PROG: {e}") from None
         names = set()
@@ -274,9 +276,9 @@ class Artifact:
             if not 0 <= size <= _MAX_REGION_BYTES:
                 raise ArtifactError(f"{what} of {size} bytes is outside [0, 4 GiB] (ISA addresses are 32-bit)")
         for p in self.provenance:
-            if not 0 <= p.start < p.end <= len(prog):
+            if not 0 <= p.start < p.end <= n_instrs:
                 raise ArtifactError(f"provenance range [{p.start}, {p.end}) of {p.op!r} is outside the "
-                                    f"{len(prog)}-instruction program")
+                                    f"{n_instrs}-instruction program")
 
     # ---- running -------------------------------------------------------------------------
     def pack_inputs(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -314,6 +316,21 @@ class Artifact:
         outs, _ = self.run({t.name: self.golden[t.name] for t in self.inputs})
         return {name: float(np.max(np.abs(outs[name].astype(np.float64) - self.golden[name].astype(np.float64)),
                                    initial=0.0)) for name in outs}
+
+
+def _instruction_count(program: bytes) -> int:
+    """The instruction count of a program's header, after checking its magic, version and length."""
+    from .isa import spec
+
+    if len(program) < spec.PROGRAM_HEADER.size:
+        raise ISAError(f"program: truncated header ({len(program)} bytes)")
+    magic, version, reserved, count, nbytes = spec.PROGRAM_HEADER.unpack_from(program)
+    if magic != spec.PROGRAM_MAGIC or version != spec.ISA_VERSION or reserved != 0:
+        raise ISAError(f"program: bad header (magic {magic!r}, ISA version {version}, reserved {reserved})")
+    if nbytes != len(program) - spec.PROGRAM_HEADER.size:
+        raise ISAError(f"program: header says {nbytes} bytes of instructions, "
+                       f"{len(program) - spec.PROGRAM_HEADER.size} present")
+    return count
 
 
 def _align(n: int) -> int:
