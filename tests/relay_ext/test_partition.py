@@ -4,7 +4,6 @@ changes results; the should-run decision; other targets are untouched."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import tvm
 from onnx import helper
 from tvm import relax
