@@ -23,6 +23,27 @@ from . import plans as P
 from .memory import ConstPool, DramTensor, SramAllocator, sram_bytes
 from .pipeline import Step, emit_pipeline
 
+_DT = {"float16": DType.FP16, "float32": DType.FP32, "int8": DType.INT8, "int16": DType.INT16, "int32": DType.INT32}
+_EVENTS: dict = {}
+
+
+def tir_events(desc: OpDesc, plan: P.Plan, double_buffer: bool):
+    """(kernel, events) of the operator's scheduled TensorIR, memoised on what they depend on."""
+    from ..tir_schedules import Walker, schedule
+
+    key = (P.signature(desc, None), plan, double_buffer)
+    hit = _EVENTS.get(key)
+    if hit is None:
+        try:
+            kernel, sch = schedule(desc, plan, double_buffer)
+        except Unsupported:
+            raise
+        except Exception as e:  # noqa: BLE001 - a TVM schedule error: this operator cannot be tiled so
+            raise Unsupported(f"TensorIR schedule failed for plan {plan.to_dict()}: "
+                              f"{str(e).strip().splitlines()[-1][:200]}") from e
+        hit = _EVENTS[key] = (kernel, Walker(sch.mod["main"], kernel.valid).events())
+    return hit
+
 F16, F32 = DType.FP16, DType.FP32
 INF = float("inf")
 _FUNCS = {"sigmoid": Func.SIGMOID, "tanh": Func.TANH, "gelu": Func.GELU, "gelu_tanh": Func.GELU_TANH}
@@ -120,143 +141,107 @@ class Lowerer:
         step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
         step.stores.append(Instr.make("dma.store", src=o, dst=dst))
 
-    # ---- conv2d --------------------------------------------------------------------------------
-    def conv2d(self, desc: OpDesc, x: DramTensor, out: DramTensor, plan: P.Plan) -> None:
-        g = P.conv_geom(desc)
-        ax = P.LAYOUT_AXES[desc.attrs["data_layout"]]
-        w = desc.inputs[1].const
-        wl = desc.attrs["kernel_layout"]
-        w_hwio = np.transpose(w, [wl.index("H"), wl.index("W"), wl.index("I"), wl.index("O")]).astype(np.float16)
-        wt = self.consts.tensor(w_hwio, F16)
-        bias = None
-        if len(desc.inputs) > 2:
-            b = desc.inputs[2].const.reshape(-1)
-            if b.size != g.cout:
-                raise Unsupported(f"bias has {b.size} values for {g.cout} output channels")
-            bias = self.consts.tensor(b.astype(np.float32), F32)
+    # ---- MAC operators: conv2d, depthwise, grouped, matmul (TensorIR path) -------------------------
+    def mac_op(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: P.Plan) -> None:
+        """Schedules the operator's PrimFunc (tir_schedules.default), walks the scheduled TIR and
+        emits its events: DMA loads and stores with their views and halos, one MAC instruction per
+        tensorized tile, the epilogue on the vector unit."""
+        kernel, events = tir_events(desc, plan, self.double_buffer)
+        params = self._mac_params(desc, kernel, ins, out)
+        a = kernel.attrs
         alloc = SramAllocator(self.config)
-        cin_t = g.tile_in_channels(plan.cols, plan.depth)
-        iwp = g.w + g.pad[1] + g.pad[3]
-        in_slots = self._slots(alloc, Space.ACT, (1, g.in_rows(plan.rows), iwp, cin_t), F16, "input")
-        out_slots = self._slots(alloc, Space.ACT, (1, plan.rows, g.ow, plan.cols), F16, "output")
-        cg_t = 1 if g.depthwise else (g.cg if g.groups > 1 else plan.depth)
-        w_slots = self._slots(alloc, Space.WGT, (g.kh, g.kw, cg_t, plan.cols), F16, "weight")
-        acc = alloc.alloc(Space.ACC, (1, plan.rows, g.ow, plan.cols), F32, "accumulator")
-        b_slots = self._slots(alloc, Space.ACC, (1, 1, 1, plan.cols), F32, "bias") if bias else []
-        tmp, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32,
-                                                   (1, plan.rows, g.ow, plan.cols))
-        depth_total = 1 if (g.depthwise or g.groups > 1) else g.cin
-        depth_step = 1 if (g.depthwise or g.groups > 1) else plan.depth
+        slots, shapes, first = {}, {}, {}
+        for ev in events:  # the largest tile of every SRAM buffer, in order of first use
+            if ev.kind in ("load", "mac", "compute"):
+                old = shapes.get(ev.buffer)
+                shapes[ev.buffer] = ev.shape if old is None else tuple(map(max, old, ev.shape))
+                first.setdefault(ev.buffer, ev)
+        for buf, ev in first.items():
+            space = {"act": Space.ACT, "wgt": Space.WGT, "acc": Space.ACC}[buf.rsplit(".npu_", 1)[1]]
+            n = ev.slots if self.double_buffer else 1
+            slots[buf] = [alloc.alloc(space, shapes[buf], _DT[ev.dtype], f"{buf} slot {i}") for i in range(n)]
+        acc_buf = next(ev.buffer for ev in events if ev.kind == "mac")
+        tmp, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, _DT[first[acc_buf].dtype],
+                                                   shapes[acc_buf])
+        bias_buf = next((ev.buffer for ev in events if ev.kind == "load" and ev.param == "B"), None)
         steps: List[Step] = []
-        load_rank = store_rank = w_rank = 0
-        prev_wk = wbuf = bbuf = None
-        for n in range(g.n):
-            for c0 in range(0, g.cout, plan.cols):
-                tc = min(plan.cols, g.cout - c0)
-                for y0 in range(0, g.oh, plan.rows):
-                    ty = min(plan.rows, g.oh - y0)
-                    r0 = y0 * g.sh - g.pad[0]
-                    r1 = (y0 + ty - 1) * g.sh - g.pad[0] + (g.kh - 1) * g.dh + 1
-                    ptop, pbot = max(0, -r0), max(0, r1 - g.h)
-                    for k0 in range(0, depth_total, depth_step):
-                        step = Step()
-                        if not steps:
-                            step.loads += const_loads
-                        last = k0 + depth_step >= depth_total
-                        if g.depthwise:
-                            ci0, ci_n = c0 * g.cin // g.cout, max(1, tc * g.cin // g.cout)
-                        elif g.groups > 1:
-                            ci0, ci_n = (c0 // g.ng) * g.cg, (tc // g.ng) * g.cg
-                        else:
-                            ci0, ci_n = k0, min(plan.depth, g.cin - k0)
-                        a = _at(self._slot(in_slots, load_rank), (1, r1 - r0, iwp, ci_n))
-                        step.loads.append(_load(a, x.view(ax, {ax[0]: n, ax[1]: max(r0, 0), ax[3]: ci0}),
-                                                (ptop, pbot, g.pad[1], g.pad[3])))
-                        # weights (and bias) change with the output-channel tile and the K chunk
-                        wk = (c0, k0)
-                        if w_rank == 0 or wk != prev_wk or depth_total > depth_step:
-                            wbuf = _at(self._slot(w_slots, w_rank), (g.kh, g.kw, cg_t if depth_total == 1 else
-                                                                     min(plan.depth, g.cin - k0), tc))
-                            step.loads.append(_load(wbuf, wt.view((0, 1, 2, 3), {2: k0, 3: c0})))
-                            if bias is not None and last:  # with the weights the epilogue's step uses
-                                bbuf = _at(self._slot(b_slots, w_rank), (1, 1, 1, tc))
-                                step.loads.append(_load(bbuf, bias.view((None, None, None, 0), {0: c0})))
-                            w_rank += 1
-                            prev_wk = wk
-                        acc_t = _at(acc, (1, ty, g.ow, tc))
-                        if g.depthwise:
-                            step.computes.append(Instr.make(
-                                "dwconv2d", a=a, w=wbuf, o=acc_t, stride_h=g.sh, stride_w=g.sw, dilation_h=g.dh,
-                                dilation_w=g.dw, accumulate=0))
-                        else:
-                            step.computes.append(Instr.make(
-                                "conv2d", a=a, w=wbuf, o=acc_t, stride_h=g.sh, stride_w=g.sw, dilation_h=g.dh,
-                                dilation_w=g.dw, groups=tc // g.ng if g.groups > 1 else 1,
-                                accumulate=int(k0 > 0)))
-                        load_rank += 1
-                        if last:
-                            self._tile_out(step, desc, acc_t, bbuf if bias is not None else None, tmp, scalars,
-                                           self._slot(out_slots, store_rank),
-                                           out.view(ax, {ax[0]: n, ax[1]: y0, ax[3]: c0}))
-                            store_rank += 1
-                        steps.append(step)
+        rank: dict = {}
+        current: dict = {}
+        zeroed = set()
+        step = None
+        for ev in events:
+            if ev.kind == "init":
+                zeroed.add(ev.buffer)
+                continue
+            if ev.kind == "load" and (step is None or step.computes or step.stores):
+                step = Step(loads=list(const_loads) if not steps else [])
+                steps.append(step)
+            if ev.kind in ("load", "compute"):
+                r = rank.get(ev.buffer, 0)
+                rank[ev.buffer] = r + 1
+                ref = _at(self._slot(slots[ev.buffer], r), ev.shape)
+            if ev.kind == "load":
+                pads = ev.pads
+                step.loads.append(_load(ref, params[ev.param].view(ev.axes, dict(ev.start)),
+                                        (pads[0], pads[1], pads[2], pads[3])))
+                current[ev.buffer] = ref
+            elif ev.kind == "mac":
+                ops = dict(ev.operands)
+                o = _at(slots[ev.buffer][0], ev.shape)
+                act_in, wgt = current[ops["A"]], current[ops["W"]]
+                acc_flag = 0 if ev.buffer in zeroed else 1
+                zeroed.discard(ev.buffer)
+                if ev.intrin == "npu.gemm":
+                    instr = Instr.make("gemm", a=act_in, w=wgt, o=o, accumulate=acc_flag)
+                elif ev.intrin == "npu.dwconv2d":
+                    instr = Instr.make("dwconv2d", a=act_in, w=wgt, o=o, stride_h=a["sh"], stride_w=a["sw"],
+                                       dilation_h=a["dh"], dilation_w=a["dw"], accumulate=acc_flag)
+                else:
+                    instr = Instr.make("conv2d", a=act_in, w=wgt, o=o, stride_h=a["sh"], stride_w=a["sw"],
+                                       dilation_h=a["dh"], dilation_w=a["dw"],
+                                       groups=o.shape[3] // a["ng"] if a["ng"] else 1, accumulate=acc_flag)
+                step.computes.append(instr)
+                current[ev.buffer] = o
+            elif ev.kind == "compute":  # the epilogue: bias, activation, one rounding into ACT
+                acc_t = _at(current[acc_buf], ev.shape)
+                if bias_buf is not None:
+                    step.computes.append(_binop("vadd", acc_t, _at(current[bias_buf], (1, 1, 1, ev.shape[3])), acc_t))
+                step.computes += self._epilogue(acc_t, desc.activation, _at(tmp, acc_t.shape) if tmp else None,
+                                                scalars)
+                step.computes.append(Instr.make("vrequant", a=acc_t, o=ref))
+                current[ev.buffer] = ref
+            elif ev.kind == "store":
+                src = current[ev.buffer]
+                if src.shape != ev.shape:
+                    raise Unsupported(f"store of {list(ev.shape)} from a {list(src.shape)} tile ({desc.composite})")
+                step.stores.append(Instr.make("dma.store", src=src, dst=params[ev.param].view(ev.axes, dict(ev.start))))
         self._finish(steps)
 
-    # ---- matmul --------------------------------------------------------------------------------
-    def matmul(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: P.Plan) -> None:
-        """lhs [..., M, K] x rhs: a 2-D [K, N] (usually constant weights) shared by every row, or a
-        batched [..., K, N] activation (attention) paired with lhs batch by batch."""
-        rows, k, n = P.matmul_geom(desc)
-        batches = P.matmul_batches(desc)
-        x, w = ins[0], ins[1]
-        bias = None
+    def _mac_params(self, desc: OpDesc, kernel, ins: List[DramTensor], out: DramTensor) -> dict:
+        """The DRAM tensor behind each PrimFunc parameter (weights packed HWIO fp16, bias fp32)."""
+        params = {}
+        if kernel.kind == "gemm":
+            rows, k, n = P.matmul_geom(desc)
+            b = P.matmul_batches(desc)
+            x, w = ins[0], ins[1]
+            params["A"] = DramTensor(x.region, x.offset, (b, rows, k), x.dtype)
+            params["W"] = DramTensor(w.region, w.offset, (b, k, n) if kernel.attrs["batched_rhs"] else (k, n), w.dtype)
+            params["store"] = DramTensor(out.region, out.offset, (b, rows, n), out.dtype)
+            cout = n
+        else:
+            w = desc.inputs[1].const
+            wl = desc.attrs["kernel_layout"]
+            w_hwio = np.transpose(w, [wl.index("H"), wl.index("W"), wl.index("I"), wl.index("O")]).astype(np.float16)
+            params["X"] = ins[0]
+            params["W"] = self.consts.tensor(w_hwio, F16)
+            params["store"] = out
+            cout = kernel.attrs["cout"]
         if len(desc.inputs) > 2:
-            b = desc.inputs[2].const
-            if b.size != n:
-                raise Unsupported(f"bias has {b.size} values for {n} output columns")
-            bias = self.consts.tensor(b.reshape(-1).astype(np.float32), F32)
-        alloc = SramAllocator(self.config)
-        in_slots = self._slots(alloc, Space.ACT, (1, 1, plan.rows, plan.depth), F16, "input")
-        out_slots = self._slots(alloc, Space.ACT, (1, 1, plan.rows, plan.cols), F16, "output")
-        w_slots = self._slots(alloc, Space.WGT, (1, 1, plan.depth, plan.cols), F16, "weight")
-        acc = alloc.alloc(Space.ACC, (1, 1, plan.rows, plan.cols), F32, "accumulator")
-        b_slots = self._slots(alloc, Space.ACC, (1, 1, 1, plan.cols), F32, "bias") if bias else []
-        tmp, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACC, F32, (1, 1, plan.rows, plan.cols))
-        steps: List[Step] = []
-        load_rank = store_rank = w_rank = 0
-        wbuf = bbuf = None
-        chunks = range(0, k, plan.depth)
-        for bt, c0 in ((bt, c0) for bt in range(batches) for c0 in range(0, n, plan.cols)):
-            x2 = DramTensor(x.region, x.offset + bt * rows * k * x.itemsize, (rows, k), x.dtype)
-            wt = DramTensor(w.region, w.offset + bt * k * n * w.itemsize, (k, n), w.dtype)
-            o2 = DramTensor(out.region, out.offset + bt * rows * n * out.itemsize, (rows, n), out.dtype)
-            tn = min(plan.cols, n - c0)
-            for r0 in range(0, rows, plan.rows):
-                tm = min(plan.rows, rows - r0)
-                for k0 in chunks:
-                    tk = min(plan.depth, k - k0)
-                    last = k0 + plan.depth >= k
-                    step = Step()
-                    if not steps:
-                        step.loads += const_loads
-                    a = _at(self._slot(in_slots, load_rank), (1, 1, tm, tk))
-                    step.loads.append(_load(a, x2.view((None, None, 0, 1), {0: r0, 1: k0})))
-                    if w_rank == 0 or len(chunks) > 1 or r0 == 0:
-                        wbuf = _at(self._slot(w_slots, w_rank), (1, 1, tk, tn))
-                        step.loads.append(_load(wbuf, wt.view((None, None, 0, 1), {0: k0, 1: c0})))
-                        if bias is not None and last:
-                            bbuf = _at(self._slot(b_slots, w_rank), (1, 1, 1, tn))
-                            step.loads.append(_load(bbuf, bias.view((None, None, None, 0), {0: c0})))
-                        w_rank += 1
-                    acc_t = _at(acc, (1, 1, tm, tn))
-                    step.computes.append(Instr.make("gemm", a=a, w=wbuf, o=acc_t, accumulate=int(k0 > 0)))
-                    load_rank += 1
-                    if last:
-                        self._tile_out(step, desc, acc_t, bbuf if bias is not None else None, tmp, scalars,
-                                       self._slot(out_slots, store_rank), o2.view((None, None, 0, 1), {0: r0, 1: c0}))
-                        store_rank += 1
-                    steps.append(step)
-        self._finish(steps)
+            bias = desc.inputs[2].const.reshape(-1)
+            if bias.size != cout:
+                raise Unsupported(f"bias has {bias.size} values for {cout} output channels")
+            params["B"] = self.consts.tensor(bias.astype(np.float32), F32)
+        return params
 
     # ---- elementwise, activations, softmax, mean, concat, pooling --------------------------------
     def _row_tiles(self, shape4: Sequence[int], bytes_per_row: int, reserve: int = 0, acc_bytes_per_row: int = 0):
@@ -513,13 +498,9 @@ class Lowerer:
 def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
              plan: Optional[P.Plan] = None) -> Optional[P.Plan]:
     """Lowers one operator (its operands already placed in DRAM); returns the tile plan used."""
-    if desc.kind == "conv2d":
+    if desc.kind in ("conv2d", "matmul"):
         plan = P.plan_for(desc, low.config, plan)
-        low.conv2d(desc, ins[0], out, plan)
-        return plan
-    if desc.kind == "matmul":
-        plan = P.plan_for(desc, low.config, plan)
-        low.matmul(desc, ins, out, plan)
+        low.mac_op(desc, ins, out, plan)
         return plan
     if desc.kind in ("binary", "activation"):
         low.elementwise(desc, ins, out)
