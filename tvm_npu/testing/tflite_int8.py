@@ -456,15 +456,19 @@ class ModelBuilder:
 # ---- the reference -------------------------------------------------------------------------------
 
 
-def run_reference(buf: bytes, inputs: Union[Sequence[np.ndarray], Dict[str, np.ndarray]]) -> List[np.ndarray]:
+def run_reference(buf: bytes, inputs: Union[Sequence[np.ndarray], Dict[str, np.ndarray]],
+                  resolver: str = "ref") -> List[np.ndarray]:
     """Runs a .tflite model on LiteRT's reference kernels (``OpResolverType.BUILTIN_REF``).
 
     ``inputs`` in the model's input order, or by tensor name. Returns the outputs in the model's output
-    order, as copies. Needs ``ai-edge-litert`` (a dev dependency).
+    order, as copies. ``resolver="builtin"`` uses the default builtin kernels without any delegate
+    (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``): needed for ops the reference resolver does not register,
+    such as ELU, whose only kernel is shared by both resolvers. Needs ``ai-edge-litert`` (a dev dependency).
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_content=bytes(buf), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    kind = {"ref": OpResolverType.BUILTIN_REF, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[resolver]
+    interp = Interpreter(model_content=bytes(buf), experimental_op_resolver_type=kind)
     interp.allocate_tensors()
     details = interp.get_input_details()
     if isinstance(inputs, dict):
