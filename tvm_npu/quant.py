@@ -11,26 +11,40 @@ kernel sources are LiteRT's ``tflite/kernels/*.cc`` and ``tflite/kernels/interna
 Scales are float32 in a .tflite file, so they are rounded to float32 on entry (:class:`QParams`)
 and widened to double exactly where TFLite widens them. Only numpy and the standard library are used.
 
-What the NPU runs, per operator family (the tests in tests/quant check each against LiteRT):
+What the NPU runs, per operator family (tests/quant checks each against LiteRT, byte for byte):
 
-* CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: ``dma.load`` with halo ``pad_value = zp_in``,
-  ``conv2d`` / ``dwconv2d`` / ``gemm`` with ``a_offset = -zp_in`` (so halo taps contribute
-  ``(zp_in - zp_in) * w = 0``, exactly TFLite's skipped taps), int32 bias added with ``vadd.i32``
-  (or preloaded into ACC with ``accumulate=1``), then ``vrequant`` with the (multiplier, shift) pair
-  of every output channel -- :meth:`ConvQuant.param_table` is the int32 ``[C, 2]`` array that
-  ``vrequant per_channel=1`` reads at ``params_addr + 8*c`` in ACC -- ``o_offset = zp_out`` and the
-  fused activation as ``[act_min, act_max]``. See :func:`conv2d_quant`.
-* ADD / SUB / MUL: one ``vadd`` / ``vsub`` / ``vmul`` whose int8 fields are :func:`add_quant`,
-  :func:`sub_quant`, :func:`mul_quant`.
-* AVERAGE_POOL_2D / MAX_POOL_2D: ``vpool`` on the raw int8 values (no halo needed, the window is
-  clipped); input and output params must be equal (:func:`pool_quant` checks it).
-* CONCATENATION: copies (:func:`concat_quant`).
-* Unary activations (LOGISTIC, TANH, ELU, GELU, HARD_SWISH, LEAKY_RELU, RELU, RELU6, RELU_N1_TO_1,
-  RELU_0_TO_1, QUANTIZE int8->int8): a 256-entry ``vlut`` table built on the host from the
-  reference kernel's own arithmetic (:func:`logistic_lut` and friends). A unary int8 kernel is a
-  function of one byte, so a table reproducing the kernel over all 256 inputs is exact by
-  construction, whatever the kernel does internally (float LUT at prepare time or fixed point).
-* SOFTMAX: not expressible bit-exactly in ISA v1; see :data:`SOFTMAX_NOTE`.
+* CONV_2D / DEPTHWISE_CONV_2D (:func:`conv2d_quant`, :func:`depthwise_conv2d_quant`): ``dma.load`` with
+  halo ``pad_value = zp_in``; ``conv2d`` / ``dwconv2d`` with ``a_offset = -zp_in`` (a halo tap then
+  contributes ``(zp_in - zp_in) * w = 0``, exactly TFLite's skipped taps; or fold the offset into the bias
+  with :func:`fold_input_offset` and run ``a_offset = 0``, still with ``pad_value = zp_in``); the int32
+  bias added with ``vadd.i32`` (operand ``[1,1,1,C]``) or preloaded into ACC by a stride-0 DMA with
+  ``accumulate=1``; then ``vrequant`` with :meth:`ConvQuant.vrequant_fields`. Per-channel
+  (multiplier, shift) pairs are :meth:`ConvQuant.param_table`, an int32 ``[C, 2]`` array that
+  ``vrequant per_channel=1`` reads at ``params_addr + 8*c``: load it into ACC as ONE row
+  ``[1, 1, 1, 2*C]`` (a ``[1, 1, C, 2]`` tensor would pad every pair to 16 bytes).
+* FULLY_CONNECTED: LiteRT's *reference* kernel rescales with ``round(double(acc) * scale)``, not with
+  MBQM. :func:`fully_connected_exact_quant` searches per channel a (multiplier, shift) whose MBQM equals
+  that rounding for every int32 accumulator; one exists for about 70% of scale ratios, the others are
+  flagged in ``exact_channels`` (bit-exact FC needs the CPU or an ISA extension there).
+  :func:`fully_connected_quant` gives TFLite's Prepare pair (the optimized kernels' arithmetic).
+* ADD / SUB / MUL (int8, and symmetric int16): one ``vadd`` / ``vsub`` / ``vmul`` whose fields are
+  :func:`add_quant`, :func:`sub_quant`, :func:`mul_quant`; broadcasting is the instruction's.
+* AVERAGE_POOL_2D / MAX_POOL_2D: ``vpool`` on the raw int8 values with TFLite's ``pad_top`` /
+  ``pad_left`` (no halo, the window is clipped); input and output params must be equal
+  (:func:`pool_quant` checks it).
+* CONCATENATION: strided ``dma.store`` copies (:func:`concat_quant`; TFLite requires equal params).
+* Unary int8 ops -- LOGISTIC, TANH, ELU, GELU (exact and tanh-approximate), HARD_SWISH, LEAKY_RELU,
+  standalone RELU / RELU6 / RELU_N1_TO_1 / RELU_0_TO_1, QUANTIZE int8->int8: one ``vlut`` with a
+  256-entry table built on the host from the reference kernel's own arithmetic (:func:`logistic_lut`
+  and friends). A unary int8 kernel is a function of one byte, so a table that reproduces the kernel
+  over all 256 inputs is exact by construction, whether the kernel is a float LUT built at Prepare
+  (LOGISTIC, TANH, ELU, GELU: float32 + libm, reproduced with the same libm calls) or fixed point
+  (HARD_SWISH, LEAKY_RELU, RELU*, QUANTIZE: reproduced in integer arithmetic).
+* SOFTMAX: not expressible bit-exactly in ISA v1 (:data:`SOFTMAX_NOTE`).
+
+Which float arithmetic TFLite uses matters for the multipliers and is reproduced per kernel: CONV_2D /
+DEPTHWISE multiply the scales in double, MUL / LEAKY_RELU / RELU / HARD_SWISH in float32, ADD / SUB
+divide in double. Do not recompute multipliers elsewhere.
 
 Tables for ``vlut`` are returned in NPU order: ``table[x + 128]`` is the output for input ``x``
 (TFLite itself stores its int8 LUTs in ``uint8`` cast order; :func:`npu_lut_order` converts).
@@ -42,7 +56,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import math
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -945,7 +959,8 @@ def tanh_lut(input: QParams, output: QParams) -> np.ndarray:
 
 def elu_lut(input: QParams, output: QParams) -> np.ndarray:
     """ELU int8: ``activations.cc`` ``EluPrepare`` (``LUTPopulate<int8_t>`` with
-    ``value < 0 ? std::expm1(value) : value``)."""
+    ``value < 0 ? std::expm1(value) : value``). ELU has one kernel, registered by the builtin resolver
+    but not by BUILTIN_REF (LiteRT 2.3), so its reference is the builtin resolver without delegates."""
     def elu(x: np.float32) -> np.float32:
         return _libm().call("expm1f", x) if x < 0 else x
     return lut_from_float_fn(elu, input, output)

@@ -163,3 +163,30 @@ def test_quantize_int8_requantisation_lut(npu_emulator, s_in, z_in, s_out, z_out
     (want,) = run_reference(b.finish(), [xin])
     got = npu_lut(npu_emulator, xin, requantize_lut(qi, qo))
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("seed", range(3))
+def test_binary_int16_matches_tflite(npu_emulator, op, seed):
+    """Symmetric int16 (zero points 0): ADD/SUB with left_shift 15 (the general, non power-of-two path)."""
+    from helpers import Kernel
+    from tvm_npu.isa import Space
+
+    r = np.random.default_rng(seed)
+    q1, q2 = (QParams.per_tensor(float(r.uniform(1e-4, 1e-3)), 0, "int16") for _ in range(2))
+    qo = QParams.per_tensor(float(r.uniform(2e-4, 2e-3)) if op != "MUL" else float(q1.s * q2.s * 3000), 0, "int16")
+    b = ModelBuilder(seed)
+    x, y = b.add_input("a", (1, 3, 4, 8), q1), b.add_input("b", (1, 1, 4, 8), q2)
+    b.mark_output({"ADD": b.add, "SUB": b.sub, "MUL": b.mul}[op](x, y, qo, "RELU"))
+    xa = r.integers(-32768, 32767, (1, 3, 4, 8), endpoint=True).astype(np.int16)
+    xb = r.integers(-32768, 32767, (1, 1, 4, 8), endpoint=True).astype(np.int16)
+    (want,) = run_reference(b.finish(), [xa, xb])
+    fields = {"ADD": add_quant, "SUB": sub_quant, "MUL": mul_quant}[op](q1, q2, qo, "RELU")
+    assert fields["act_min"] == 0 and fields["act_max"] == 32767
+    k = Kernel("npu-pro")
+    ta, tb = k.load(xa), k.load(xb)
+    to = k.alloc(Space.ACT, np.int16, xa.shape)
+    k.op({"ADD": "vadd", "SUB": "vsub", "MUL": "vmul"}[op], a=ta, b=tb, o=to, **fields)
+    k.store(to)
+    (got,), _ = k.run(npu_emulator)
+    assert np.array_equal(got, want)
