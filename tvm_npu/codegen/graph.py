@@ -160,7 +160,7 @@ class FunctionCompiler:
             ins: List[DramTensor] = []
             for expr, t in zip(desc.exprs, desc.inputs):
                 if t.is_const:
-                    ins.append(consts.tensor(t.const, const_dtype(desc)))
+                    ins.append(consts.tensor(t.const, const_dtype(desc, t)))
                     continue
                 outer = arg_of.get(expr)
                 if outer is None or outer not in values:

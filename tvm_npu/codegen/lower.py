@@ -30,8 +30,9 @@ _EVENTS: dict = {}
 def tir_events(desc: OpDesc, plan: P.Plan, double_buffer: bool):
     """(kernel, events) of the operator's scheduled TensorIR, memoised on what they depend on."""
     from ..tir_schedules import Walker, schedule
+    from ..tir_schedules.default import _quant_key
 
-    key = (P.signature(desc, None), plan, double_buffer)
+    key = (P.signature(desc, None), plan, double_buffer, _quant_key(desc))
     hit = _EVENTS.get(key)
     if hit is None:
         try:
@@ -183,7 +184,7 @@ class Lowerer:
             if ev.kind == "load":
                 pads = ev.pads
                 step.loads.append(_load(ref, params[ev.param].view(ev.axes, dict(ev.start)),
-                                        (pads[0], pads[1], pads[2], pads[3])))
+                                        (pads[0], pads[1], pads[2], pads[3]), ev.pad_value))
                 current[ev.buffer] = ref
             elif ev.kind == "mac":
                 ops = dict(ev.operands)
@@ -191,24 +192,31 @@ class Lowerer:
                 act_in, wgt = current[ops["A"]], current[ops["W"]]
                 acc_flag = 0 if ev.buffer in zeroed else 1
                 zeroed.discard(ev.buffer)
+                off = a["a_offset"]
                 if ev.intrin == "npu.gemm":
-                    instr = Instr.make("gemm", a=act_in, w=wgt, o=o, accumulate=acc_flag)
+                    instr = Instr.make("gemm", a=act_in, w=wgt, o=o, a_offset=off, accumulate=acc_flag)
                 elif ev.intrin == "npu.dwconv2d":
                     instr = Instr.make("dwconv2d", a=act_in, w=wgt, o=o, stride_h=a["sh"], stride_w=a["sw"],
-                                       dilation_h=a["dh"], dilation_w=a["dw"], accumulate=acc_flag)
+                                       dilation_h=a["dh"], dilation_w=a["dw"], a_offset=off, accumulate=acc_flag)
                 else:
                     instr = Instr.make("conv2d", a=act_in, w=wgt, o=o, stride_h=a["sh"], stride_w=a["sw"],
                                        dilation_h=a["dh"], dilation_w=a["dw"],
-                                       groups=o.shape[3] // a["ng"] if a["ng"] else 1, accumulate=acc_flag)
+                                       groups=o.shape[3] // a["ng"] if a["ng"] else 1, a_offset=off,
+                                       accumulate=acc_flag)
                 step.computes.append(instr)
                 current[ev.buffer] = o
             elif ev.kind == "compute":  # the epilogue: bias, activation, one rounding into ACT
                 acc_t = _at(current[acc_buf], ev.shape)
                 if bias_buf is not None:
                     step.computes.append(_binop("vadd", acc_t, _at(current[bias_buf], (1, 1, 1, ev.shape[3])), acc_t))
-                step.computes += self._epilogue(acc_t, desc.activation, _at(tmp, acc_t.shape) if tmp else None,
-                                                scalars)
-                step.computes.append(Instr.make("vrequant", a=acc_t, o=ref))
+                if desc.quant is not None:  # TFLite requantisation with the per-channel table in ACC
+                    table = current["Q_global.npu_acc"]
+                    step.computes.append(Instr.make("vrequant", a=acc_t, o=ref,
+                                                    **desc.quant.vrequant_fields(table.addr, force_table=True)))
+                else:
+                    step.computes += self._epilogue(acc_t, desc.activation, _at(tmp, acc_t.shape) if tmp else None,
+                                                    scalars)
+                    step.computes.append(Instr.make("vrequant", a=acc_t, o=ref))
                 current[ev.buffer] = ref
             elif ev.kind == "store":
                 src = current[ev.buffer]
@@ -220,6 +228,8 @@ class Lowerer:
     def _mac_params(self, desc: OpDesc, kernel, ins: List[DramTensor], out: DramTensor) -> dict:
         """The DRAM tensor behind each PrimFunc parameter (weights packed HWIO fp16, bias fp32)."""
         params = {}
+        q = desc.quant
+        wdt = DType.INT8 if q is not None else F16
         if kernel.kind == "gemm":
             rows, k, n = P.matmul_geom(desc)
             b = P.matmul_batches(desc)
@@ -231,16 +241,19 @@ class Lowerer:
         else:
             w = desc.inputs[1].const
             wl = desc.attrs["kernel_layout"]
-            w_hwio = np.transpose(w, [wl.index("H"), wl.index("W"), wl.index("I"), wl.index("O")]).astype(np.float16)
+            w_hwio = np.transpose(w, [wl.index("H"), wl.index("W"), wl.index("I"), wl.index("O")])
             params["X"] = ins[0]
-            params["W"] = self.consts.tensor(w_hwio, F16)
+            params["W"] = self.consts.tensor(w_hwio, wdt)
             params["store"] = out
             cout = kernel.attrs["cout"]
         if len(desc.inputs) > 2:
             bias = desc.inputs[2].const.reshape(-1)
             if bias.size != cout:
                 raise Unsupported(f"bias has {bias.size} values for {cout} output channels")
-            params["B"] = self.consts.tensor(bias.astype(np.float32), F32)
+            params["B"] = (self.consts.tensor(q.bias, DType.INT32) if q is not None
+                           else self.consts.tensor(bias.astype(np.float32), F32))
+        if q is not None:
+            params["Q"] = self.consts.tensor(q.param_table().reshape(-1), DType.INT32)
         return params
 
     # ---- elementwise, activations, softmax, mean, concat, pooling --------------------------------
@@ -511,18 +524,21 @@ def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
     return None
 
 
-def const_dtype(desc: OpDesc) -> DType:
+def const_dtype(desc: OpDesc, t=None) -> DType:
     """How a constant operand is stored: fp32 for elementwise binaries (computed in fp32, see
-    Lowerer.elementwise), fp16 for weights."""
+    Lowerer.elementwise), fp16 for weights; integer composites keep their integer dtypes."""
+    if desc.quant is not None:
+        return _DT[t.dtype] if t is not None else DType.INT8
     return F32 if desc.kind == "binary" else F16
 
 
 def dry_run(desc: OpDesc, config: NPUConfig) -> None:
     """Lowers the operator into a throwaway program: raises Unsupported exactly when codegen would."""
     low = Lowerer(config, ConstPool())
-    ins = [low.consts.tensor(t.const, const_dtype(desc)) if t.is_const else DramTensor(Region.IO, 0, t.shape, F16)
+    act = DType.INT8 if desc.quant is not None else F16
+    ins = [low.consts.tensor(t.const, const_dtype(desc, t)) if t.is_const else DramTensor(Region.IO, 0, t.shape, act)
            for t in desc.inputs]
-    lower_op(low, desc, ins, DramTensor(Region.IO, 0, desc.output.shape, F16))
+    lower_op(low, desc, ins, DramTensor(Region.IO, 0, desc.output.shape, act))
 
 
 def _pad4(shape: Sequence[int]) -> tuple:

@@ -201,10 +201,28 @@ BY_KIND: Dict[str, List[Constraint]] = {
 }
 
 
+def int8_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Integer composites: int8 activations in and out, int8 weights, int32 bias (tvm_npu.quant
+    has already refused per-channel activations, asymmetric weights and unrepresentable scales)."""
+    want = ["int8", "int8", "int32"]
+    for t, dt in zip(d.inputs, want):
+        if t.dtype != dt:
+            return f"dtype {t.dtype} where the integer path takes {dt}"
+    if d.output.dtype != "int8":
+        return f"output dtype {d.output.dtype} (int8 only)"
+    return None
+
+
+QUANT_BY_KIND: Dict[str, List[Constraint]] = {
+    "conv2d": [int8_tensors, rank_at_most_4, conv_layout, constant_weights, conv_params, bias_per_channel, tiles_fit],
+    "matmul": [int8_tensors, rank_at_most_4, matmul_shapes, bias_per_channel, tiles_fit],
+}
+
+
 def check(d: OpDesc, cfg: NPUConfig) -> List[str]:
     """All failed constraints' reasons (empty: the NPU can run it)."""
     reasons = []
-    for c in BY_KIND[d.kind]:
+    for c in (QUANT_BY_KIND if d.quant is not None else BY_KIND)[d.kind]:
         try:
             r = c(d, cfg)
         except Unsupported as e:

@@ -67,6 +67,7 @@ class OpDesc:
     activation: Optional[Activation] = None
     sources: List[str] = dataclasses.field(default_factory=list)  # Relax ops covered, in order
     exprs: List[Any] = dataclasses.field(default_factory=list, repr=False)  # the Relax operand of each input
+    quant: Any = None  # integer operators: tvm_npu.quant.ConvQuant (scales resolved once, in quant.py)
 
 
 def _shape(expr: relax.Expr) -> Tuple[int, ...]:
@@ -134,6 +135,9 @@ def activation_of(call: relax.Call) -> Activation:
 
 def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
     """Reads a pattern match (role -> matched expression) into an OpDesc; raises Unsupported."""
+    if composite.startswith("npu.q"):  # integer composites (relay_ext/qpatterns.py)
+        from .qpatterns import describe_quant
+        return describe_quant(composite, ann)
     root: relax.Call = ann["root"]
     op = root.op.name
     hard = "hs_add" in ann

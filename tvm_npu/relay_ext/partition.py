@@ -111,18 +111,50 @@ def last_report() -> Optional[PartitionReport]:
     return _LAST_REPORT
 
 
-def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
+def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
+    """Runs a function-level pass on every function except composites, whose bodies must keep
+    matching their patterns (constant folding would dequantise an integer composite's weights)."""
+    @tvm.transform.module_pass(opt_level=0, name=f"outside_composites({inner.info.name})")
+    def run(mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        keep = {gv: f for gv, f in mod.functions.items()
+                if isinstance(f, relax.Function) and f.attrs is not None and "Composite" in f.attrs}
+        if not keep:
+            return inner(mod)
+        rest = tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv not in keep}, attrs=mod.attrs)
+        rest = inner(rest)
+        for gv, f in keep.items():
+            rest[gv] = f
+        return rest
+    return run
+
+
+def _prepare_early(mod: tvm.IRModule) -> tvm.IRModule:
     """Inference simplifications before matching: batch norms folded into the preceding convolution
-    (or decomposed into a scale and shift), then constants folded, so weight transposes, bias
-    reshapes and folded batch-norm parameters become plain constants the patterns can take."""
+    (or decomposed into a scale and shift)."""
     return tvm.transform.Sequential([
         ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
-        FoldWithNumpy(),  # most of what the two passes above leave, without JIT-compiling each piece
-        relax.transform.FoldConstant(),
+    ])(mod)
+
+
+def _quant_fuse(mod: tvm.IRModule) -> tvm.IRModule:
+    """Integer composites, matched before constant folding (which would dequantise their weights)."""
+    return relax.transform.FuseOpsByPattern(pt.quant_patterns(), bind_constants=True, annotate_codegen=False)(mod)
+
+
+def _prepare_late(mod: tvm.IRModule) -> tvm.IRModule:
+    """Constants folded (outside composites), so weight transposes, bias reshapes and folded
+    batch-norm parameters become plain constants the float patterns can take."""
+    return tvm.transform.Sequential([
+        _outside_composites(FoldWithNumpy()),  # most of what the passes above leave, without JIT-compiling
+        _outside_composites(relax.transform.FoldConstant()),
         relax.transform.CanonicalizeBindings(),
     ])(mod)
+
+
+def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    return _prepare_late(_quant_fuse(_prepare_early(mod)))
 
 
 def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
@@ -240,14 +272,21 @@ def _main_calls(mod: tvm.IRModule) -> List[tuple]:
     return out
 
 
-def _placements(folded: tvm.IRModule, fused: tvm.IRModule, state: pt.PartitionState) -> List[OperatorPlacement]:
+def _placements(early: tvm.IRModule, folded: tvm.IRModule, fused: tvm.IRModule,
+                state: pt.PartitionState) -> List[OperatorPlacement]:
     """Every operator of main: on the NPU when fusion moved it into an NPU function, else on the CPU
-    with the reasons its checks gave (or that no pattern covers it)."""
+    with the reasons its checks gave (or that no pattern covers it). Operators of integer composites
+    (fused before constant folding) are listed from the module before folding."""
     remaining = {var for var, _ in _main_calls(fused)}
     where = {v: (name, symbol) for symbol, cov in _function_vars(fused, state).items() for v, name in cov}
-    label = labels(folded)
+    label = {**labels(early), **labels(folded)}
+    in_folded = {v for v, _ in _main_calls(folded)}
+    quant_vars = {v for name, group in state.groups if name.startswith("npu.q") for v in group}
+    calls = [(v, op) for v, op in _main_calls(early) if v in in_folded or v in quant_vars]
+    seen = {v for v, _ in calls}
+    calls += [(v, op) for v, op in _main_calls(folded) if v not in seen]
     out = []
-    for var, op in _main_calls(folded):
+    for var, op in calls:
         if var not in remaining:
             name, symbol = where.get(var, ("", ""))
             out.append(OperatorPlacement(label[var], op, "npu", name, symbol))
@@ -284,10 +323,11 @@ def _safe_main_calls(mod: tvm.IRModule) -> List[tuple]:
 def _partition(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) -> tvm.IRModule:
     global _LAST_REPORT
     cpu = options.cpu or CpuModel()
-    folded = _prepare(mod)
+    early = _prepare_early(mod)
     state = pt.PartitionState(config)
     token = pt.ACTIVE.set(state)
     try:
+        folded = _prepare_late(_quant_fuse(early))
         part = _fuse(folded)
         order = {v: i for i, (v, _) in enumerate(_main_calls(folded))}
         label = labels(folded)
@@ -295,8 +335,11 @@ def _partition(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) ->
         if options.should_run:
             vetoes = {v for f in functions.values() if not f["offloaded"] for v in f["_vars"]}
             if vetoes:  # redo with the vetoed operators refused by their checks
-                state = pt.PartitionState(config, vetoed=vetoes)
+                had_quant = any(name.startswith("npu.q") for name, _ in state.groups)
+                state = pt.PartitionState(config, vetoed=vetoes, quant_refused=state.quant_refused)
                 pt.ACTIVE.set(state)
+                if had_quant:  # integer composites were fused before folding: redo from there
+                    folded = _prepare_late(_quant_fuse(early))
                 part = _fuse(folded)
         else:
             for f in functions.values():
@@ -306,7 +349,7 @@ def _partition(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) ->
             # nothing to offload: the CPU pipeline gets the user's module exactly as it was
             for f in functions.values():
                 f.pop("_vars", None)
-            _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions,
+            _LAST_REPORT = PartitionReport(config.name, _placements(early, folded, fused, state), functions,
                                            sorted(label.get(v, str(v)) for v in state.vetoed))
             return mod
         from .codegen import CODEGEN_OPTIONS_KEY, set_sources
@@ -321,9 +364,10 @@ def _partition(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) ->
         pt.ACTIVE.reset(token)
     for f in functions.values():
         f.pop("_vars", None)
-    _LAST_REPORT = PartitionReport(config.name, _placements(folded, fused, state), functions,
+    _LAST_REPORT = PartitionReport(config.name, _placements(early, folded, fused, state), functions,
                                    sorted(label.get(v, str(v)) for v in state.vetoed))
     return part
+
 
 
 def _drop_npu_constants(mod: tvm.IRModule, symbols) -> tvm.IRModule:

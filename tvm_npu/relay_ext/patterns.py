@@ -36,6 +36,9 @@ class PartitionState:
     vetoed: Set[object] = dataclasses.field(default_factory=set)  # root bindings (Vars) kept on the CPU
     # accepted matches in the order the checks saw them: (pattern, the main-function Vars it covers)
     groups: List[Tuple[str, list]] = dataclasses.field(default_factory=list)
+    # bindings of quantised regions the integer path refused -> why: they stay on the CPU with the
+    # model's semantics rather than running dequantised in fp16
+    quant_refused: Dict[object, str] = dataclasses.field(default_factory=dict)
 
 
 ACTIVE: contextvars.ContextVar[Optional[PartitionState]] = contextvars.ContextVar("tvm_npu_partition", default=None)
@@ -100,6 +103,11 @@ def _checker(name: str):
         except Exception as e:  # a check must never abort partitioning: report and keep on CPU
             reasons = [f"internal error while checking: {type(e).__name__}: {e}"]
         if state is not None:
+            if name.startswith(f"{PREFIX}.q") and reasons:
+                for v in ctx.matched_bindings.keys():
+                    state.quant_refused.setdefault(v, reasons[0])
+            elif not reasons and root in state.quant_refused:
+                reasons = [f"part of a quantised region kept on the CPU ({state.quant_refused[root]})"]
             if not reasons and root in state.vetoed:
                 reasons = ["kept on the CPU by the performance model (see the should-run decision)"]
             state.attempts.setdefault(root, []).append((name, reasons))
@@ -143,11 +151,17 @@ def _table():
             for act in ("", "act", "hard_sigmoid", "hard_swish"):
                 suffix = ("_bias" if bias else "") + (f"_{act}" if act else "")
                 table.append((f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act)))
-    return table
+    from .qpatterns import table as quant_table
+    return table + quant_table()
 
 
 def register() -> None:
     register_patterns([(name, pat, ann, _checker(name)) for name, pat, ann in _table()])
+
+
+def quant_patterns():
+    """The integer composites only: matched before FoldConstant dequantises the int8 weights."""
+    return [p for p in patterns() if p.name.startswith(f"{PREFIX}.q")]
 
 
 def patterns():

@@ -53,19 +53,25 @@ def _finish(sch: s_tir.Schedule, kernel: Kernel, mac, tile_outer, w_at, bias_at,
     sch.reverse_compute_at(epi, tile_outer)
     sch.reverse_compute_at(sch.get_sblock("store"), tile_outer)
     cached = [x_cache, w_cache, epi]
-    if "B" in kernel.params:
-        b_cache = sch.cache_read(epi, 1, ACC)
-        sch.compute_at(b_cache, bias_at)
-        cached.append(b_cache)
+    for i, name in enumerate(p for p in ("B", "Q") if p in kernel.params):  # epilogue reads acc, [B], [Q]
+        cache = sch.cache_read(epi, 1 + i, ACC)
+        sch.compute_at(cache, bias_at)
+        cached.append(cache)
     if double_buffer:
         for blk in cached:
             sch.annotate(blk, "double_buffer_scope", 0)
 
 
+def _quant_key(desc: OpDesc):
+    """What of the quantisation the PrimFunc depends on (the halo value, input offset, epilogue)."""
+    q = desc.quant
+    return None if q is None else (q.a_offset, q.pad_value, q.o_offset, q.act_min, q.act_max)
+
+
 def schedule(desc: OpDesc, plan: P.Plan, double_buffer: bool = True) -> Tuple[Kernel, s_tir.Schedule]:
     """Builds the operator's PrimFunc for `plan` and applies the default NPU schedule (memoised on
     what the schedule depends on: shapes, attributes, activation, plan)."""
-    key = (P.signature(desc, None), plan, double_buffer)
+    key = (P.signature(desc, None), plan, double_buffer, _quant_key(desc))
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
@@ -110,10 +116,10 @@ def _schedule_conv(kernel: Kernel, plan: P.Plan, double_buffer: bool) -> s_tir.S
     sch.decompose_reduction(mac, chunk if dense else y_i)
     if kernel.kind == "dwconv2d":
         intrin = I.dwconv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], a["mult"], a["sh"], a["sw"],
-                                   a["dh"], a["dw"], dt, wdt, adt)
+                                   a["dh"], a["dw"], dt, wdt, adt, a["a_offset"])
     else:
         intrin = I.conv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], plan.depth, a["sh"], a["sw"],
-                                 a["dh"], a["dw"], a["ng"], a["cg"], dt, wdt, adt)
+                                 a["dh"], a["dw"], a["ng"], a["cg"], dt, wdt, adt, a["a_offset"])
     sch.tensorize(y_i, intrin)
     return sch
 
@@ -131,5 +137,6 @@ def _schedule_gemm(kernel: Kernel, plan: P.Plan, double_buffer: bool) -> s_tir.S
     w_loop = j_o if kernel.attrs["depth_chunks"] == 1 else k_o
     _finish(sch, kernel, mac, i_o, (w_loop, k_o), j_o, double_buffer)
     sch.decompose_reduction(mac, k_o)
-    sch.tensorize(i_i, I.gemm_intrin(plan.rows, plan.depth, plan.cols, kernel.attrs["batched_rhs"], dt, wdt, adt))
+    sch.tensorize(i_i, I.gemm_intrin(plan.rows, plan.depth, plan.cols, kernel.attrs["batched_rhs"], dt, wdt, adt,
+                                     kernel.attrs["a_offset"]))
     return sch

@@ -74,22 +74,27 @@ def _make(name: str, extern: str, bufs: List[Buf], loops: List[Tuple[str, int, s
     return name
 
 
+def _a(adt: str, a_offset: int, load: str) -> str:
+    """The activation operand of the MAC: cast, plus the input offset (-zp_in) of integer operands."""
+    return f"(T.Cast(\"{adt}\", {load}) + {a_offset})" if a_offset else f"T.Cast(\"{adt}\", {load})"
+
+
 def gemm_intrin(rows: int, depth: int, cols: int, batched_rhs: bool, dt: str = "float16",
-                wdt: str = "float16", adt: str = "float32") -> str:
-    """O[0, i, j] += A[0, i, k] * W[(0,) k, j] on one (rows x depth) x (depth x cols) tile."""
-    name = f"npu_gemm_{rows}x{depth}x{cols}_{'b' if batched_rhs else 's'}_{dt}_{wdt}_{adt}"
+                wdt: str = "float16", adt: str = "float32", a_offset: int = 0) -> str:
+    """O[0, i, j] += (A[0, i, k] + a_offset) * W[(0,) k, j] on one (rows x depth) x (depth x cols) tile."""
+    name = f"npu_gemm_{rows}x{depth}x{cols}_{'b' if batched_rhs else 's'}_{dt}_{wdt}_{adt}_o{a_offset}"
     w_shape = (1, depth, cols) if batched_rhs else (depth, cols)
     w_idx = "W[0, {k}, {j}]" if batched_rhs else "W[{k}, {j}]"
     return _make(name, "npu.gemm", [("A", (1, rows, depth), dt, ACT), ("W", w_shape, wdt, WGT),
                                      ("O", (1, rows, cols), adt, ACC)],
                  [("i", rows, "S"), ("j", cols, "S"), ("k", depth, "R")],
-                 f"O[0, {{i}}, {{j}}] = O[0, {{i}}, {{j}}] + T.Cast(\"{adt}\", A[0, {{i}}, {{k}}]) * "
+                 f"O[0, {{i}}, {{j}}] = O[0, {{i}}, {{j}}] + {_a(adt, a_offset, 'A[0, {i}, {k}]')} * "
                  f"T.Cast(\"{adt}\", {w_idx})")
 
 
 def conv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, cin: int, sh: int, sw: int, dh: int, dw: int,
                   groups_ng: int = 0, groups_cg: int = 0, dt: str = "float16", wdt: str = "float16",
-                  adt: str = "float32") -> str:
+                  adt: str = "float32", a_offset: int = 0) -> str:
     """Direct NHWC convolution of one tile: O[0, y, x, c] += A[0, y*sh + ky*dh, x*sw + kx*dw, ci'] *
     W[ky, kx, ci, c], with ci' = ci (dense) or (c // ng) * cg + ci (grouped; `groups_ng` output and
     `groups_cg` input channels per group)."""
@@ -97,25 +102,25 @@ def conv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, cin: int, sh:
     ci = cg if ng else cin
     ca = (cols // ng) * cg if ng else cin
     ih, iw = (rows - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
-    name = f"npu_conv2d_{rows}x{ow}x{cols}_k{kh}x{kw}x{ci}_s{sh}x{sw}_d{dh}x{dw}_g{ng}x{cg}_{dt}_{wdt}_{adt}"
+    name = f"npu_conv2d_{rows}x{ow}x{cols}_k{kh}x{kw}x{ci}_s{sh}x{sw}_d{dh}x{dw}_g{ng}x{cg}_{dt}_{wdt}_{adt}_o{a_offset}"
     chan = f"{{c}} // {ng} * {cg} + {{ci}}" if ng else "{ci}"
     return _make(name, "npu.conv2d", [("A", (1, ih, iw, ca), dt, ACT), ("W", (kh, kw, ci, cols), wdt, WGT),
                                        ("O", (1, rows, ow, cols), adt, ACC)],
                  [("y", rows, "S"), ("x", ow, "S"), ("c", cols, "S"), ("ky", kh, "R"), ("kx", kw, "R"),
                   ("ci", ci, "R")],
-                 f"O[0, {{y}}, {{x}}, {{c}}] = O[0, {{y}}, {{x}}, {{c}}] + T.Cast(\"{adt}\", "
-                 f"A[0, {{y}} * {sh} + {{ky}} * {dh}, {{x}} * {sw} + {{kx}} * {dw}, {chan}]) * "
-                 f"T.Cast(\"{adt}\", W[{{ky}}, {{kx}}, {{ci}}, {{c}}])")
+                 f"O[0, {{y}}, {{x}}, {{c}}] = O[0, {{y}}, {{x}}, {{c}}] + "
+                 + _a(adt, a_offset, f"A[0, {{y}} * {sh} + {{ky}} * {dh}, {{x}} * {sw} + {{kx}} * {dw}, {chan}]")
+                 + f" * T.Cast(\"{adt}\", W[{{ky}}, {{kx}}, {{ci}}, {{c}}])")
 
 
 def dwconv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, mult: int, sh: int, sw: int, dh: int,
-                    dw: int, dt: str = "float16", wdt: str = "float16", adt: str = "float32") -> str:
+                    dw: int, dt: str = "float16", wdt: str = "float16", adt: str = "float32", a_offset: int = 0) -> str:
     """Depthwise tile: O[0, y, x, c] += A[0, y*sh + ky*dh, x*sw + kx*dw, c // mult] * W[ky, kx, 0, c]."""
     ih, iw = (rows - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
-    name = f"npu_dwconv2d_{rows}x{ow}x{cols}_k{kh}x{kw}_m{mult}_s{sh}x{sw}_d{dh}x{dw}_{dt}_{wdt}_{adt}"
+    name = f"npu_dwconv2d_{rows}x{ow}x{cols}_k{kh}x{kw}_m{mult}_s{sh}x{sw}_d{dh}x{dw}_{dt}_{wdt}_{adt}_o{a_offset}"
     return _make(name, "npu.dwconv2d", [("A", (1, ih, iw, cols // mult), dt, ACT), ("W", (kh, kw, 1, cols), wdt, WGT),
                                          ("O", (1, rows, ow, cols), adt, ACC)],
                  [("y", rows, "S"), ("x", ow, "S"), ("c", cols, "S"), ("ky", kh, "R"), ("kx", kw, "R")],
-                 f"O[0, {{y}}, {{x}}, {{c}}] = O[0, {{y}}, {{x}}, {{c}}] + T.Cast(\"{adt}\", "
-                 f"A[0, {{y}} * {sh} + {{ky}} * {dh}, {{x}} * {sw} + {{kx}} * {dw}, {{c}} // {mult}]) * "
-                 f"T.Cast(\"{adt}\", W[{{ky}}, {{kx}}, 0, {{c}}])")
+                 f"O[0, {{y}}, {{x}}, {{c}}] = O[0, {{y}}, {{x}}, {{c}}] + "
+                 + _a(adt, a_offset, f"A[0, {{y}} * {sh} + {{ky}} * {dh}, {{x}} * {sw} + {{kx}} * {dw}, {{c}} // {mult}]")
+                 + f" * T.Cast(\"{adt}\", W[{{ky}}, {{kx}}, 0, {{c}}])")

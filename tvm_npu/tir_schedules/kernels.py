@@ -73,16 +73,39 @@ def activation_expr(act: Optional[Activation], x):
     raise Unsupported(f"activation {k}")
 
 
-def _epilogue(acc, bias, out_shape, act: Optional[Activation], chan_axis: int, out_dtype: str):
+def _epilogue(acc, bias, out_shape, act: Optional[Activation], chan_axis: int, out_dtype: str, quant=None,
+              table=None):
+    """Float: bias, activation, one rounding. Integer: int32 bias, then the vector unit's requantise
+    (TFLite's MultiplyByQuantizedMultiplier with the per-channel (multiplier, shift) of `table`, the
+    output zero point and the activation clamp; parameters from tvm_npu.quant)."""
     def body(*i):
         v = acc[i]
         if bias is not None:
             v = v + bias[i[chan_axis]]
+        if quant is not None:
+            c = i[chan_axis]
+            return tirx.call_pure_extern(out_dtype, "npu.requantize", v, table[2 * c], table[2 * c + 1],
+                                         quant.o_offset, quant.act_min, quant.act_max)
         return activation_expr(act, v).astype(out_dtype)
     return te.compute(out_shape, body, name="epilogue")
 
 
-def conv2d_kernel(desc: OpDesc, plan: P.Plan, dtype: str = "float16", acc_dtype: str = "float32") -> Kernel:
+def dtypes_of(desc: OpDesc) -> Tuple[str, str]:
+    """(operand dtype, accumulator dtype) of a MAC operator."""
+    return ("int8", "int32") if desc.quant is not None else ("float16", "float32")
+
+
+def _mac_term(x, w, acc_dtype: str, a_offset: int):
+    xv = x.astype(acc_dtype)
+    if a_offset:
+        xv = xv + tirx.const(a_offset, acc_dtype)
+    return xv * w.astype(acc_dtype)
+
+
+def conv2d_kernel(desc: OpDesc, plan: P.Plan) -> Kernel:
+    dtype, acc_dtype = dtypes_of(desc)
+    q = desc.quant
+    a_off = q.a_offset if q is not None else 0
     g = P.conv_geom(desc)
     ax = P.LAYOUT_AXES[desc.attrs["data_layout"]]
     kind = "dwconv2d" if g.depthwise else "conv2d"
@@ -94,11 +117,12 @@ def conv2d_kernel(desc: OpDesc, plan: P.Plan, dtype: str = "float16", acc_dtype:
     xw = g.w + g.pad[1] + g.pad[3]
     used_h = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1
     pt, pl = g.pad[0], g.pad[1]
-    zero = tirx.const(0, dtype)
+    zero = tirx.const(q.pad_value if q is not None else 0, dtype)  # the halo: zp_in for int8
 
     X = te.placeholder(tuple(desc.inputs[0].shape), dtype, name="X")
     W = te.placeholder((g.kh, g.kw, 1 if g.depthwise else g.cg, g.cout), dtype, name="W")
     B = te.placeholder((g.cout,), acc_dtype, name="B") if len(desc.inputs) > 2 else None
+    QT = te.placeholder((2 * g.cout,), "int32", name="Q") if q is not None else None
 
     def x_at(n, h, w, c):
         idx = [None] * 4
@@ -109,40 +133,43 @@ def conv2d_kernel(desc: OpDesc, plan: P.Plan, dtype: str = "float16", acc_dtype:
         tirx.all(h >= pt, h < pt + g.h, w >= pl, w < pl + g.w, c < g.cin), x_at(n, h, w, c), zero), name="xp")
     wcin = 1 if g.depthwise else g.cg
     wp = te.compute((g.kh, g.kw, ci_w, co_p), lambda a, b, c, d: tirx.if_then_else(
-        tirx.all(c < wcin, d < g.cout), W[a, b, c, d], zero), name="wp")
+        tirx.all(c < wcin, d < g.cout), W[a, b, c, d], tirx.const(0, dtype)), name="wp")
     ky = te.reduce_axis((0, g.kh), "ky")
     kx = te.reduce_axis((0, g.kw), "kx")
-    cast = lambda v: v.astype(acc_dtype)  # noqa: E731
     if g.depthwise:
         mult = g.cout // g.cin
-        acc = te.compute((g.n, oh_p, g.ow, co_p), lambda n, y, x, c: te.sum(
-            cast(xp[n, y * g.sh + ky * g.dh, x * g.sw + kx * g.dw, c // mult]) * cast(wp[ky, kx, 0, c]),
+        acc = te.compute((g.n, oh_p, g.ow, co_p), lambda n, y, x, c: te.sum(_mac_term(
+            xp[n, y * g.sh + ky * g.dh, x * g.sw + kx * g.dw, c // mult], wp[ky, kx, 0, c], acc_dtype, a_off),
             axis=[ky, kx]), name="mac")
     else:
         ci = te.reduce_axis((0, ci_w), "ci")
         chan = (lambda c: c // g.ng * g.cg + ci) if grouped else (lambda c: ci)
-        acc = te.compute((g.n, oh_p, g.ow, co_p), lambda n, y, x, c: te.sum(
-            cast(xp[n, y * g.sh + ky * g.dh, x * g.sw + kx * g.dw, chan(c)]) * cast(wp[ky, kx, ci, c]),
+        acc = te.compute((g.n, oh_p, g.ow, co_p), lambda n, y, x, c: te.sum(_mac_term(
+            xp[n, y * g.sh + ky * g.dh, x * g.sw + kx * g.dw, chan(c)], wp[ky, kx, ci, c], acc_dtype, a_off),
             axis=[ky, kx, ci]), name="mac")
-    epi = _epilogue(acc, B, (g.n, g.oh, g.ow, g.cout), desc.activation, 3, dtype)
+    epi = _epilogue(acc, B, (g.n, g.oh, g.ow, g.cout), desc.activation, 3, dtype, q, QT)
     out_shape = tuple(desc.output.shape)
 
     def store(*i):
         return epi[i[ax[0]], i[ax[1]], i[ax[2]], i[ax[3]]]
     out = te.compute(out_shape, store, name="store")
-    args = [X, W] + ([B] if B is not None else []) + [out]
+    args = [X, W] + ([B] if B is not None else []) + ([QT] if QT is not None else []) + [out]
     func = te.create_prim_func(args)
-    valid = {"xp": (g.n, min(xh, used_h), xw, g.cin if not (g.depthwise or grouped) else g.cin),
+    valid = {"xp": (g.n, min(xh, used_h), xw, g.cin),
              "wp": (g.kh, g.kw, wcin, g.cout), "mac": (g.n, g.oh, g.ow, g.cout), "epilogue": (g.n, g.oh, g.ow, g.cout),
-             "B": (g.cout,)}
+             "B": (g.cout,), "Q": (2 * g.cout,)}
     attrs = dict(sh=g.sh, sw=g.sw, dh=g.dh, dw=g.dw, kh=g.kh, kw=g.kw, ow=g.ow, groups=g.groups,
                  ng=g.ng if grouped else 0, cg=g.cg if grouped else 0, mult=g.cout // g.cin if g.depthwise else 0,
-                 cin=g.cin, cout=g.cout, depth_chunks=(ci_w // plan.depth) if kind == "conv2d" and not grouped else 1)
+                 cin=g.cin, cout=g.cout, depth_chunks=(ci_w // plan.depth) if kind == "conv2d" and not grouped else 1,
+                 a_offset=a_off)
     return Kernel(kind, func, tuple(a.name for a in args), valid,
                   {"rows": oh_p, "cols": co_p, "depth": ci_w}, attrs)
 
 
-def gemm_kernel(desc: OpDesc, plan: P.Plan, dtype: str = "float16", acc_dtype: str = "float32") -> Kernel:
+def gemm_kernel(desc: OpDesc, plan: P.Plan) -> Kernel:
+    dtype, acc_dtype = dtypes_of(desc)
+    q = desc.quant
+    a_off = q.a_offset if q is not None else 0
     rows, k, n = P.matmul_geom(desc)
     batches = P.matmul_batches(desc)
     batched_rhs = len(desc.inputs[1].shape) > 2
@@ -154,6 +181,7 @@ def gemm_kernel(desc: OpDesc, plan: P.Plan, dtype: str = "float16", acc_dtype: s
     A = te.placeholder((batches, rows, k), dtype, name="A")
     W = te.placeholder((batches, k, n) if batched_rhs else (k, n), dtype, name="W")
     B = te.placeholder((n,), acc_dtype, name="B") if len(desc.inputs) > 2 else None
+    QT = te.placeholder((2 * n,), "int32", name="Q") if q is not None else None
     ap = te.compute((batches, m_p, k_p), lambda b, i, j: tirx.if_then_else(
         tirx.all(i < rows, j < k), A[b, i, j], zero), name="ap")
     if batched_rhs:
@@ -164,12 +192,12 @@ def gemm_kernel(desc: OpDesc, plan: P.Plan, dtype: str = "float16", acc_dtype: s
     kk = te.reduce_axis((0, k_p), "k")
     w_at = (lambda b, kk_, j: wp[b, kk_, j]) if batched_rhs else (lambda b, kk_, j: wp[kk_, j])
     acc = te.compute((batches, m_p, n_p), lambda b, i, j: te.sum(
-        ap[b, i, kk].astype(acc_dtype) * w_at(b, kk, j).astype(acc_dtype), axis=kk), name="mac")
-    epi = _epilogue(acc, B, (batches, rows, n), desc.activation, 2, dtype)
+        _mac_term(ap[b, i, kk], w_at(b, kk, j), acc_dtype, a_off), axis=kk), name="mac")
+    epi = _epilogue(acc, B, (batches, rows, n), desc.activation, 2, dtype, q, QT)
     out = te.compute((batches, rows, n), lambda b, i, j: epi[b, i, j], name="store")
-    args = [A, W] + ([B] if B is not None else []) + [out]
+    args = [A, W] + ([B] if B is not None else []) + ([QT] if QT is not None else []) + [out]
     func = te.create_prim_func(args)
     valid = {"ap": (batches, rows, k), "wp": (batches, k, n) if batched_rhs else (k, n), "mac": (batches, rows, n),
-             "epilogue": (batches, rows, n), "B": (n,)}
+             "epilogue": (batches, rows, n), "B": (n,), "Q": (2 * n,)}
     return Kernel("gemm", func, tuple(a.name for a in args), valid, {"rows": m_p, "cols": n_p, "depth": k_p},
-                  dict(batched_rhs=batched_rhs, depth_chunks=k_p // plan.depth))
+                  dict(batched_rhs=batched_rhs, depth_chunks=k_p // plan.depth, a_offset=a_off))

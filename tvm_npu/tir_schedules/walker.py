@@ -48,6 +48,7 @@ class Event:
     operands: Tuple[Tuple[str, str], ...] = ()
     dtype: str = ""  # of the SRAM buffer
     slots: int = 1  # 2 when the schedule marked the buffer double_buffer_scope
+    pad_value: int = 0  # what the DMA writes into the halo (the input zero point of int8 kernels)
 
 
 def _tn(x) -> str:
@@ -198,8 +199,15 @@ class Walker:
                 n.prepared = (_Block(n), dst.name)
                 continue
             value = store.value
+            pad_value = 0
             if _tn(value) == "Call" and value.op.name.endswith("if_then_else"):
-                value = value.args[1]  # the padded region is zero: the DMA's halo
+                other = value.args[2]  # the padded region: the DMA's halo value
+                if _tn(other) not in ("IntImm", "FloatImm"):
+                    raise Unsupported(f"block {blk.name_hint}: padding with a non-constant {other}")
+                pad_value = int(other.value)
+                if pad_value != other.value:
+                    raise Unsupported(f"block {blk.name_hint}: halo value {other.value} is not an integer")
+                value = value.args[1]
             if _tn(value) == "TensorLoad" and (dst.scope() in NPU_SCOPES) != (value.source.scope() in NPU_SCOPES):
                 src = value.source
                 n.kind = "load" if dst.scope() in NPU_SCOPES else "store"
@@ -212,7 +220,7 @@ class Walker:
                         raise Unsupported(f"block {blk.name_hint}: SRAM index {i} is not a plain iteration variable")
                     sram_vars.append(i.name)
                 n.prepared = (_Block(n), sram.name, sram_vars, dram.name, [compile_expr(i) for i in dram_idx],
-                              str(sram.ty.dtype))
+                              str(sram.ty.dtype), pad_value)
                 continue
             if dst.scope() not in NPU_SCOPES:
                 raise Unsupported(f"block {blk.name_hint} computes into {dst.scope()} memory")
@@ -276,7 +284,7 @@ class Walker:
         return self._dma("store", prep, env)
 
     def _dma(self, kind: str, prep, env) -> Optional[Event]:
-        blk, sram, sram_vars, param, dram, dtype = prep
+        blk, sram, sram_vars, param, dram, dtype, pad_value = prep
         box = blk.box(env)
         dims = self._clamp(sram, [box[v] for v in sram_vars])
         if any(hi < lo for lo, hi in dims):
@@ -307,4 +315,4 @@ class Walker:
                 pads[0 if a == 1 else 2] = before
                 pads[1 if a == 1 else 3] = after
         return Event(kind, sram, tuple(shape), param, tuple(axes), tuple(start), tuple(pads), dtype=dtype,
-                     slots=blk.slots)
+                     slots=blk.slots, pad_value=pad_value if any(pads) else 0)

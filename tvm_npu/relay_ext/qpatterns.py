@@ -1,0 +1,175 @@
+"""Quantised patterns: the QDQ form TVM's frontends produce for int8 TFLite and ONNX QDQ models,
+folded into integer NPU composites.
+
+TFLite CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED and ONNX QDQ Conv / MatMul / Gemm import as::
+
+    dequantize(x, s_in, zp_in) -> conv2d | matmul (dequantize(W int8 const [reshaped | transposed]))
+        [-> add(dequantize(bias int32 const) [reshaped])] -> quantize(s_out, zp_out) [-> clip(lo, hi)]
+
+These patterns are matched *before* FoldConstant, which would otherwise turn the int8 weights into
+float constants (docs/design/quantized_import.md). Every scale decision (multipliers, shifts, zero
+points, clamps) is made by `tvm_npu.quant`; this module only reads the matched constants.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from .. import quant as Q
+from .ops import OpDesc, TensorDesc, Unsupported, _Constant, _ints, _with_exprs, tensor_desc
+
+
+def _dq(x):
+    return is_op("relax.dequantize")(x, wildcard(), wildcard())
+
+
+def _qmac(op: str, bias: bool, clip: bool):
+    x = wildcard()
+    dq_x = _dq(x)
+    w = is_const()
+    dq_w = _dq(w)
+    ann = {"input": x, "dq_input": dq_x, "weight": w, "dq_weight": dq_w}
+    if op == "relax.matmul":  # TFLite FC: transpose on int8, then dequantize; ONNX: dequantize only
+        dq_wt = _dq(is_op("relax.permute_dims")(w))
+        ann["dq_weight_t"] = dq_wt
+        wv = dq_w | dq_wt | is_op("relax.permute_dims")(dq_w)
+    else:  # depthwise: reshape after dequantize
+        wv = dq_w | is_op("relax.reshape")(dq_w, wildcard())
+    root = is_op(op)(dq_x, wv)
+    ann["root"] = root
+    out = root
+    if bias:
+        b = is_const()
+        dq_b = _dq(b)
+        bv = dq_b | is_op("relax.reshape")(dq_b, wildcard())
+        out = is_op("relax.add")(out, bv) | is_op("relax.add")(bv, out)
+        ann.update(bias=b, dq_bias=dq_b, bias_add=out)
+    q = is_op("relax.quantize")(out, wildcard(), wildcard())
+    ann["quantize"] = q
+    top = q
+    if clip:
+        top = is_op("relax.clip")(q, wildcard(), wildcard())
+        ann["clip"] = top
+    return top, ann
+
+
+def table():
+    """(name, pattern, annotations), increasing priority."""
+    out = []
+    for op, short in (("relax.matmul", "qmatmul"), ("relax.nn.conv2d", "qconv2d")):
+        for bias in (False, True):
+            for clip in (False, True):
+                out.append((f"npu.{short}{'_bias' if bias else ''}{'_clip' if clip else ''}", *_qmac(op, bias, clip)))
+    return out
+
+
+def _const(e, what: str) -> np.ndarray:
+    if not isinstance(e, _Constant):
+        raise Unsupported(f"{what} is not a constant")
+    return e.value.numpy()
+
+
+def _qparams(call: relax.Call, what: str) -> Q.QParams:
+    """QParams of a quantize/dequantize call (scale and zero point are constant operands)."""
+    scale = _const(call.args[1], f"{what} scale").astype(np.float32).reshape(-1)
+    zp = _const(call.args[2], f"{what} zero point").astype(np.int64).reshape(-1)
+    dtype = str(call.args[0].ty.dtype) if call.op.name == "relax.dequantize" else str(call.attrs.out_dtype)
+    if scale.size == 1:
+        return Q.QParams.per_tensor(float(scale[0]), int(zp[0]), dtype)
+    return Q.QParams.per_channel(scale, zp if zp.size > 1 else int(zp[0]), int(call.attrs.axis), dtype)
+
+
+def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    root: relax.Call = ann["root"]
+    q: relax.Call = ann["quantize"]
+    inp = _qparams(ann["dq_input"], "input")
+    wq = _qparams(ann["dq_weight"] if "dq_weight" in ann else ann["dq_weight_t"], "weight")
+    out_q = _qparams(q, "output")
+    for p, what in ((inp, "input"), (out_q, "output")):
+        if p.dtype != "int8":
+            raise Unsupported(f"{what} dtype {p.dtype}: the integer path takes int8 activations")
+        if not p.is_per_tensor:
+            raise Unsupported(f"per-channel {what} quantisation")
+    w_int = _const(ann["weight"], "weight")
+    if w_int.dtype != np.int8:
+        raise Unsupported(f"weight dtype {w_int.dtype} (int8 weights only)")
+    w_float_ty = root.args[1].ty  # the shape the float op sees (after reshape / transpose)
+    w_shape = tuple(int(v) for v in w_float_ty.shape.values)
+    bias = None
+    if "bias" in ann:
+        bias = _const(ann["bias"], "bias")
+        if bias.dtype != np.int32:
+            raise Unsupported(f"bias dtype {bias.dtype} (int32 biases only)")
+        dq_b = ann["dq_bias"]
+        b_scale = _const(dq_b.args[1], "bias scale").astype(np.float64).reshape(-1)
+        b_zp = _const(dq_b.args[2], "bias zero point").reshape(-1)
+        expect = float(inp.s) * wq.scale.astype(np.float64)
+        if np.any(np.abs(b_scale - expect) > 1e-6 * np.abs(expect) + 1e-12) or np.any(b_zp != 0):
+            raise Unsupported("bias scale is not input scale x weight scale (or its zero point is not 0)")
+        bias = bias.reshape(-1)
+    act = "NONE"
+    lo, hi = out_q.qmin, out_q.qmax
+    if "clip" in ann:
+        c = ann["clip"]
+        lo, hi = max(lo, int(np.ceil(_prim(c.args[1])))), min(hi, int(np.floor(_prim(c.args[2]))))
+    x_desc = tensor_desc(ann["input"])
+    out = tensor_desc(ann.get("clip", q))
+    sources = ["relax.dequantize", root.op.name] + (["relax.add"] if bias is not None else []) + ["relax.quantize"] + (
+        ["relax.clip"] if "clip" in ann else [])
+    if root.op.name == "relax.nn.conv2d":
+        a = root.attrs
+        kl = str(a.kernel_layout)
+        # the int8 constant as the float op sees it: the same element order, reshaped (TFLite depthwise)
+        if w_int.size != int(np.prod(w_shape)):
+            raise Unsupported(f"quantised conv weight {list(w_int.shape)} does not reshape to {list(w_shape)}")
+        w = w_int.reshape(w_shape)  # TFLite depthwise: [1, KH, KW, C] read as HWOI, same element order
+        cout = int(tensor_desc(root).shape[str(a.data_layout).index("C")])
+        groups = int(a.groups)
+        cq = Q.depthwise_conv2d_quant if groups > 1 else Q.conv2d_quant
+        quant = cq(inp, _channel_params(wq, cout), out_q, bias=bias, channels=cout)
+        attrs = {"strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+                 "groups": groups, "data_layout": str(a.data_layout), "kernel_layout": kl,
+                 "out_layout": str(a.out_layout), "out_dtype": "int32"}
+        kind = "conv2d"
+    else:
+        # TFLite FC stores W [N, K] and transposes it (before or after dequantize); ONNX stores [K, N]
+        w = w_int if w_int.shape == w_shape or w_int.ndim != 2 else w_int.T
+        if w.shape != w_shape:
+            raise Unsupported(f"quantised matmul weight {list(w.shape)} vs {list(w_shape)}")
+        cout = w_shape[-1]
+        # LiteRT's reference FULLY_CONNECTED rounds double(acc) * scale half away from zero, which a
+        # (multiplier, shift) pair reproduces for most scales only (quant.fully_connected_exact_quant)
+        quant = Q.fully_connected_exact_quant(inp, _channel_params(wq, cout), out_q, bias=bias, channels=cout)
+        if not quant.exact:
+            bad = [int(c) for c in np.flatnonzero(~quant.exact_channels)][:4]
+            raise Unsupported(f"no requantisation multiplier reproduces the reference FULLY_CONNECTED rounding for "
+                              f"output channel(s) {bad}: kept on the CPU")
+        attrs = {}
+        kind = "matmul"
+    quant = _with_clamp(quant, lo, hi)
+    inputs = [x_desc, TensorDesc(w.shape, "int8", w)] + ([TensorDesc(bias.shape, "int32", bias)] if bias is not None
+                                                          else [])
+    exprs = [ann["input"], ann["weight"]] + ([ann["bias"]] if bias is not None else [])
+    return _with_exprs(OpDesc(composite, kind, inputs, TensorDesc(out.shape, "int8"), attrs, None, sources,
+                              quant=quant), exprs)
+
+
+def _prim(v) -> float:
+    """A clip bound: a relax PrimValue holding an IntImm/FloatImm."""
+    x = getattr(v, "value", v)
+    return float(getattr(x, "value", x))
+
+
+def _channel_params(wq: Q.QParams, cout: int) -> Q.QParams:
+    if wq.scale.size not in (1, cout):
+        raise Unsupported(f"{wq.scale.size} weight scales for {cout} output channels")
+    return wq
+
+
+def _with_clamp(q: Q.ConvQuant, lo: int, hi: int) -> Q.ConvQuant:
+    import dataclasses
+    return dataclasses.replace(q, act_min=max(q.act_min, lo), act_max=min(q.act_max, hi))
