@@ -307,6 +307,8 @@ def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False,
                       expected_failure=model.expected_failure, reference=model.reference)
     try:
         path = fetch(model.source, cache=cache, progress=progress, also=all_sources())
+        if model.derive is not None:  # e.g. the int8 QDQ version made from the float model
+            path = model.derive(path, cache, progress)
         samples = samples if samples is not None else model.samples(quick, progress)
         res.samples = len(samples)
 

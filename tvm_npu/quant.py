@@ -1128,3 +1128,50 @@ per-row reciprocal: it needs count-leading-zeros, a per-row variable shift and i
 RoundingDivideByPOT uses a per-row exponent. A bit-exact NPU softmax would need an ISA extension
 (e.g. a fixed-point reciprocal instruction and a vrequant whose (multiplier, shift) come per row from
 ACC at run time)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# MEAN (appended: used by tvm_npu.codegen.lower_int for "qmean")
+# ---------------------------------------------------------------------------------------------
+
+
+def mean_quant(input: QParams, output: QParams, count: int, rounding: str = "real") -> dict:
+    """int8 MEAN over ``count`` elements as one ``vrequant`` after an int32 sum.
+
+    The NPU sequence: ``vreduce`` SUM (int8 -> int32), ``vadd.i32`` of the scalar ``offset =
+    -count * zp_in`` (so the accumulator is ``sum(x - zp_in)``), then ``vrequant`` with ``mult``,
+    ``shift``, ``o_offset = zp_out`` and the int8 range: ``y = clamp(MBQM(sum - count*zp_in, mult, shift)
+    + zp_out, -128, 127)``. Returns those fields as a dict (``offset``, ``mult``, ``shift``, ``o_offset``,
+    ``act_min``, ``act_max``). Two choices of ``(mult, shift)``:
+
+    * ``rounding="real"``: ``QuantizeMultiplier(double(s_in) / (double(s_out) * count))``, the rescale of
+      the real-valued mean ``mean(x - zp_in) * s_in / s_out`` in one step.
+    * ``rounding="tflite"``: what LiteRT's int8 MEAN computes (``reduce.cc`` PrepareMeanOrSum and
+      ``reference_ops::QuantizedMeanOrSum``, the kernel BUILTIN_REF runs, also for 4-D H,W means):
+      ``(m0, s0) = QuantizeMultiplier(double(s_in) / double(s_out))``; ``k = min(floor(log2(count)), 32,
+      31 + s0)``; ``mult = (int64(m0) << k) / count`` (truncating), ``shift = s0 - k``. Byte-exact with
+      LiteRT; it differs from ``"real"`` by one step on about 1% of outputs.
+
+    A multiplier needing a left shift saturates on the NPU where TFLite's int32 shift would overflow; the
+    output then clamps either way. ``count * 255`` must fit in int32.
+    """
+    inp, out = _as_qparams(input, "input"), _as_qparams(output, "output")
+    _require_per_tensor(inp, "the input")
+    _require_per_tensor(out, "the output")
+    if inp.dtype != "int8" or out.dtype != "int8":
+        raise ValueError(f"MEAN: int8 only, got {inp.dtype} -> {out.dtype}")
+    count = int(count)
+    if count < 1 or count * 255 > INT32_MAX:
+        raise ValueError(f"MEAN over {count} elements: the int32 sum could overflow")
+    if rounding == "real":
+        m, s = quantize_multiplier(float(inp.s) / (float(out.s) * count))
+    elif rounding == "tflite":
+        m0, s0 = quantize_multiplier(float(inp.s) / float(out.s))
+        k = min(count.bit_length() - 1, 32, 31 + s0)
+        m, s = (m0 << k) // count, s0 - k
+    else:
+        raise ValueError(f"rounding must be 'real' or 'tflite', got {rounding!r}")
+    return dict(offset=-count * inp.zp, mult=int(m), shift=int(s), o_offset=out.zp, act_min=-128, act_max=127)
+
+
+__all__ += ["mean_quant"]

@@ -515,6 +515,10 @@ def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
         plan = P.plan_for(desc, low.config, plan)
         low.mac_op(desc, ins, out, plan)
         return plan
+    if desc.kind.startswith("q"):  # integer vector operators
+        from .lower_int import lower_int
+        lower_int(low, desc, ins, out)
+        return None
     if desc.kind in ("binary", "activation"):
         low.elementwise(desc, ins, out)
     elif desc.kind == "concat":

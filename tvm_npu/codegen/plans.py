@@ -115,7 +115,12 @@ def _rows_candidates(total: int) -> List[int]:
 
 # ---- SRAM needs ----------------------------------------------------------------------------------
 
-def conv_needs(g: ConvGeom, plan: Plan, bias: bool, act_tmp: bool) -> Dict[Space, int]:
+def _table_bytes(plan: Plan, quant: bool) -> int:
+    """Integer operators: the per-channel (multiplier, shift) table in ACC, double-buffered."""
+    return 2 * sram_bytes((1, 1, 1, 2 * plan.cols), DType.INT32) if quant else 0
+
+
+def conv_needs(g: ConvGeom, plan: Plan, bias: bool, act_tmp: bool, quant: bool = False) -> Dict[Space, int]:
     cin_t = g.tile_in_channels(plan.cols, plan.depth)
     iwp = g.w + g.pad[1] + g.pad[3]
     in_tile = sram_bytes((1, g.in_rows(plan.rows), iwp, cin_t), F16)
@@ -124,16 +129,18 @@ def conv_needs(g: ConvGeom, plan: Plan, bias: bool, act_tmp: bool) -> Dict[Space
     out_tile = sram_bytes((1, plan.rows, g.ow, plan.cols), F16)
     acc = sram_bytes((1, plan.rows, g.ow, plan.cols), F32)
     acc_total = acc * (2 if act_tmp else 1) + (2 * sram_bytes((1, 1, 1, plan.cols), F32) if bias else 0) + 16
-    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile, Space.ACC: acc_total}
+    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile,
+            Space.ACC: acc_total + _table_bytes(plan, quant)}
 
 
-def matmul_needs(k: int, plan: Plan, bias: bool, act_tmp: bool) -> Dict[Space, int]:
+def matmul_needs(k: int, plan: Plan, bias: bool, act_tmp: bool, quant: bool = False) -> Dict[Space, int]:
     in_tile = sram_bytes((1, 1, plan.rows, plan.depth), F16)
     w_tile = sram_bytes((1, 1, plan.depth, plan.cols), F16)
     out_tile = sram_bytes((1, 1, plan.rows, plan.cols), F16)
     acc = sram_bytes((1, 1, plan.rows, plan.cols), F32)
     acc_total = acc * (2 if act_tmp else 1) + (2 * sram_bytes((1, 1, 1, plan.cols), F32) if bias else 0) + 16
-    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile, Space.ACC: acc_total}
+    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile,
+            Space.ACC: acc_total + _table_bytes(plan, quant)}
 
 
 def _fits(config: NPUConfig, needs: Dict[Space, int]) -> bool:
@@ -222,23 +229,23 @@ def _best(plans_by_depth_cols, needs_of, score_of, config: NPUConfig, what: str)
 
 def default_plan(desc: OpDesc, config: NPUConfig) -> Plan:
     """The largest tiles that fit, preferring whole K (no re-accumulation), then wide, then tall."""
-    key = signature(desc, config)
+    key = (signature(desc, config), desc.quant is not None)
     if key in _PLANS:
         return _PLANS[key]
-    bias, tmp = len(desc.inputs) > 2, needs_act_tmp(desc)
+    bias, tmp, quant = len(desc.inputs) > 2, needs_act_tmp(desc), desc.quant is not None
     if desc.kind == "conv2d":
         g = conv_geom(desc)
         groups = {}
         for p in conv_plans(desc, config):
             groups.setdefault((p.depth, p.cols), []).append(p.rows)
-        plan = _best([(d, c, rows) for (d, c), rows in groups.items()], lambda p: conv_needs(g, p, bias, tmp),
+        plan = _best([(d, c, rows) for (d, c), rows in groups.items()], lambda p: conv_needs(g, p, bias, tmp, quant),
                      lambda p: (p.depth, p.rows * p.cols * g.ow, p.cols), config, "conv2d")
     elif desc.kind == "matmul":
         rows_total, k, n = matmul_geom(desc)
         groups = {}
         for p in matmul_plans(desc, config):
             groups.setdefault((p.depth, p.cols), []).append(p.rows)
-        plan = _best([(d, c, rows) for (d, c), rows in groups.items()], lambda p: matmul_needs(k, p, bias, tmp),
+        plan = _best([(d, c, rows) for (d, c), rows in groups.items()], lambda p: matmul_needs(k, p, bias, tmp, quant),
                      lambda p: (p.depth, p.rows * p.cols, p.cols), config, "matmul")
     else:
         raise ValueError(f"{desc.kind} operators have no tile plan (their lowering sizes rows itself)")

@@ -213,7 +213,20 @@ def int8_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
+def int8_operands(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """Integer vector operators: every operand and the result are int8 (per-tensor quantised)."""
+    for t in d.inputs + [d.output]:
+        if t.dtype != "int8":
+            return f"dtype {t.dtype} (int8 only)"
+    return None
+
+
 QUANT_BY_KIND: Dict[str, List[Constraint]] = {
+    "qlut": [int8_operands, rank_at_most_4, tiles_fit],
+    "qbinary": [int8_operands, rank_at_most_4, broadcastable, tiles_fit],
+    "qpool": [int8_operands, rank_at_most_4, pool_params, tiles_fit],
+    "qmean": [int8_operands, rank_at_most_4, mean_adjacent_axes, tiles_fit],
+    "qconcat": [int8_operands, rank_at_most_4, tiles_fit],
     "conv2d": [int8_tensors, rank_at_most_4, conv_layout, constant_weights, conv_params, bias_per_channel, tiles_fit],
     "matmul": [int8_tensors, rank_at_most_4, matmul_shapes, bias_per_channel, tiles_fit],
 }

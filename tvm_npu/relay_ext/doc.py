@@ -28,7 +28,18 @@ _ROOTS = {
                        "dequantized int32 bias) -> relax.quantize (+ relax.clip)"],
     "integer matmul": ["relax.dequantize -> relax.matmul (dequantized int8 weights) (+ bias) -> relax.quantize "
                        "(+ relax.clip)"],
+    "integer qlut": ["any quantised function of one int8 tensor (sigmoid, tanh, hard-swish, leaky relu, "
+                     "scale-and-shift, requantisation ...), folded into relax.take of a 256-entry table"],
+    "integer qbinary": ["relax.dequantize x2 -> relax.add / relax.subtract / relax.multiply (+ relu) -> "
+                        "relax.quantize (+ relax.clip)"],
+    "integer qpool": ["relax.nn.max_pool2d / relax.nn.avg_pool2d on int8 (TFLite) or between dequantize and "
+                      "quantize with equal parameters"],
+    "integer qmean": ["relax.dequantize -> relax.mean -> relax.quantize"],
+    "integer qconcat": ["relax.dequantize (2-6 inputs) -> relax.concat -> relax.quantize"],
 }
+
+_QKIND = {"qlut": "qlut", "qadd": "qbinary", "qsub": "qbinary", "qmul": "qbinary", "qmax_pool2d": "qpool",
+          "qavg_pool2d": "qpool", "qmean": "qmean", "qconcat": "qconcat"}
 
 
 def _kind_of(name: str) -> str:
@@ -37,6 +48,9 @@ def _kind_of(name: str) -> str:
         return "integer conv2d"
     if short.startswith("qmatmul"):
         return "integer matmul"
+    for prefix, kind in _QKIND.items():
+        if short.startswith(prefix):
+            return f"integer {kind}"
     for kind in ("conv2d", "matmul"):
         if short.startswith(kind):
             return kind
@@ -65,7 +79,8 @@ def render() -> str:
     for kind, names in by_kind.items():
         lines += [f"## {kind}", "", "Relax operators: " + ", ".join(f"`{r}`" for r in _ROOTS[kind]), "",
                   "Composites: " + ", ".join(f"`{n}`" for n in names), "", "| rule | constraint |", "|---|---|"]
-        rules = constraints.QUANT_BY_KIND[kind.split()[1]] if kind.startswith("integer") else constraints.BY_KIND[kind]
+        qk = {"conv2d": "conv2d", "matmul": "matmul"}.get(kind.split()[-1], kind.split()[-1])
+        rules = constraints.QUANT_BY_KIND[qk] if kind.startswith("integer") else constraints.BY_KIND[kind]
         for c in rules:
             rule = " ".join(c.__doc__.split())
             lines.append(f"| {rule} | `{c.__name__}` |")

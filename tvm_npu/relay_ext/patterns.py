@@ -103,7 +103,7 @@ def _checker(name: str):
         except Exception as e:  # a check must never abort partitioning: report and keep on CPU
             reasons = [f"internal error while checking: {type(e).__name__}: {e}"]
         if state is not None:
-            if name.startswith(f"{PREFIX}.q") and reasons:
+            if name.startswith(f"{PREFIX}.q") and not name.endswith("_int") and reasons:  # a QDQ region
                 for v in ctx.matched_bindings.keys():
                     state.quant_refused.setdefault(v, reasons[0])
             elif not reasons and root in state.quant_refused:

@@ -64,7 +64,7 @@ def table():
         for bias in (False, True):
             for clip in (False, True):
                 out.append((f"npu.{short}{'_bias' if bias else ''}{'_clip' if clip else ''}", *_qmac(op, bias, clip)))
-    return out
+    return vector_table() + out
 
 
 def _const(e, what: str) -> np.ndarray:
@@ -84,6 +84,8 @@ def _qparams(call: relax.Call, what: str) -> Q.QParams:
 
 
 def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    if not composite.startswith(("npu.qconv2d", "npu.qmatmul")):
+        return describe_vector(composite, ann)
     root: relax.Call = ann["root"]
     q: relax.Call = ann["quantize"]
     inp = _qparams(ann["dq_input"], "input")
@@ -173,3 +175,151 @@ def _channel_params(wq: Q.QParams, cout: int) -> Q.QParams:
 def _with_clamp(q: Q.ConvQuant, lo: int, hi: int) -> Q.ConvQuant:
     import dataclasses
     return dataclasses.replace(q, act_min=max(q.act_min, lo), act_max=min(q.act_max, hi))
+
+
+# ---- vector-unit integer composites --------------------------------------------------------------
+
+_QBIN = {"relax.add": "add", "relax.subtract": "sub", "relax.multiply": "mul"}
+
+
+def vector_table():
+    """Integer vector composites (increasing priority): table lookups (relay_ext/lut.py rewrites
+    quantised functions of one tensor into `take`), binary ops, pools, concat, mean."""
+    out = []
+    x, t, c = wildcard(), is_const(), is_const()
+    cast = is_op("relax.astype")(x)
+    idx = is_op("relax.add")(cast, c)
+    root = is_op("relax.take")(t, idx)
+    out.append(("npu.qlut", root, {"root": root, "input": x, "table": t, "offset": c, "cast": cast}))
+    for op, short in _QBIN.items():
+        for relu in (False, True):
+            for clip in (False, True):
+                a, b = wildcard(), wildcard()
+                da, db = _dq(a), _dq(b)
+                r = is_op(op)(da, db)
+                ann = {"root": r, "lhs": a, "rhs": b, "dq_lhs": da, "dq_rhs": db}
+                top = is_op("relax.nn.relu")(r) if relu else r
+                if relu:
+                    ann["relu"] = top
+                q = is_op("relax.quantize")(top, wildcard(), wildcard())
+                ann["quantize"] = q
+                if clip:
+                    q = is_op("relax.clip")(q, wildcard(), wildcard())
+                    ann["clip"] = q
+                out.append((f"npu.q{short}{'_relu' if relu else ''}{'_clip' if clip else ''}", q, ann))
+    for mode in ("max", "avg"):
+        x = wildcard()
+        dx = _dq(x)
+        p = is_op(f"relax.nn.{mode}_pool2d")(dx)
+        q = is_op("relax.quantize")(p, wildcard(), wildcard())
+        out.append((f"npu.q{mode}_pool2d", q, {"root": p, "input": x, "dq_input": dx, "quantize": q}))
+    x = wildcard()  # TFLite AVERAGE_POOL_2D: on the raw integers
+    p = is_op("relax.nn.avg_pool2d")(is_op("relax.astype")(x))
+    root = is_op("relax.astype")(p)
+    out.append(("npu.qavg_pool2d_int", root, {"root": p, "input": x, "cast": root}))
+    x = wildcard()  # TFLite MAX_POOL_2D: directly on int8
+    p = is_op("relax.nn.max_pool2d")(x)
+    out.append(("npu.qmax_pool2d_int", p, {"root": p, "input": x}))
+    x = wildcard()
+    dx = _dq(x)
+    m = is_op("relax.mean")(dx)
+    q = is_op("relax.quantize")(m, wildcard(), wildcard())
+    out.append(("npu.qmean", q, {"root": m, "input": x, "dq_input": dx, "quantize": q}))
+    for n in (2, 3, 4, 5, 6):
+        ins = [wildcard() for _ in range(n)]
+        dqs = [_dq(i) for i in ins]
+        from tvm.relax.dpl import is_tuple
+        cat = is_op("relax.concat")(is_tuple(dqs))
+        q = is_op("relax.quantize")(cat, wildcard(), wildcard())
+        ann = {"root": cat, "quantize": q, **{f"in{i}": v for i, v in enumerate(ins)},
+               **{f"dq{i}": v for i, v in enumerate(dqs)}}
+        out.append((f"npu.qconcat{n}", q, ann))
+    return out
+
+
+def _int8_desc(e) -> TensorDesc:
+    d = tensor_desc(e)
+    if d.dtype != "int8":
+        raise Unsupported(f"operand dtype {d.dtype} (int8 only)")
+    return d
+
+
+def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    root: relax.Call = ann["root"]
+    short = composite.split(".", 1)[1]
+    if short == "qlut":
+        table = _const(ann["table"], "table")
+        off = _const(ann["offset"], "offset").reshape(-1)
+        if table.dtype != np.int8 or table.shape != (256,) or off.size != 1 or int(off[0]) != 128:
+            raise Unsupported("a take() that is not a 256-entry int8 table lookup")
+        if str(ann["cast"].attrs.dtype) != "int32":
+            raise Unsupported("table index is not the int32 cast of the int8 input")
+        x = _int8_desc(ann["input"])
+        return _with_exprs(OpDesc(composite, "qlut", [x], TensorDesc(x.shape, "int8"), {}, None,
+                                  ["relax.astype", "relax.add", "relax.take"], quant={"table": table}),
+                           [ann["input"]])
+    if short.startswith(("qadd", "qsub", "qmul")):
+        op = _QBIN[root.op.name]
+        qa, qb = _qparams(ann["dq_lhs"], "lhs"), _qparams(ann["dq_rhs"], "rhs")
+        out_q = _qparams(ann["quantize"], "output")
+        for p, what in ((qa, "lhs"), (qb, "rhs"), (out_q, "output")):
+            if not p.is_per_tensor or p.dtype != "int8":
+                raise Unsupported(f"{what} is not per-tensor int8")
+        fields = {"add": Q.add_quant, "sub": Q.sub_quant, "mul": Q.mul_quant}[op](
+            qa, qb, out_q, "RELU" if "relu" in ann else "NONE")
+        if "clip" in ann:
+            c = ann["clip"]
+            fields = dict(fields, act_min=max(fields["act_min"], int(np.ceil(_prim(c.args[1])))),
+                          act_max=min(fields["act_max"], int(np.floor(_prim(c.args[2])))))
+        a, b = _int8_desc(ann["lhs"]), _int8_desc(ann["rhs"])
+        top = ann.get("clip", ann["quantize"])
+        srcs = ["relax.dequantize", root.op.name] + (["relax.nn.relu"] if "relu" in ann else []) + ["relax.quantize"]
+        return _with_exprs(OpDesc(composite, "qbinary", [a, b], TensorDesc(tensor_desc(top).shape, "int8"),
+                                  {"op": op}, None, srcs, quant=fields), [ann["lhs"], ann["rhs"]])
+    if "pool2d" in short:
+        a = root.attrs
+        attrs = {"mode": "max" if "max" in short else "avg", "pool_size": _ints(a.pool_size),
+                 "strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+                 "ceil_mode": bool(a.ceil_mode), "count_include_pad": bool(a.count_include_pad),
+                 "layout": str(a.layout), "out_layout": str(a.out_layout)}
+        x = _int8_desc(ann["input"])
+        if short.endswith("_int"):  # TFLite: raw integers, in/out parameters equal by construction
+            if "cast" in ann and str(ann["cast"].attrs.dtype) != "int8":
+                raise Unsupported("average pool result not cast back to int8")
+            fields = {"act_min": -128, "act_max": 127}
+            out_shape = tensor_desc(ann.get("cast", root)).shape
+            srcs = (["relax.astype", root.op.name, "relax.astype"] if "cast" in ann else [root.op.name])
+        else:
+            try:
+                fields = Q.pool_quant(_qparams(ann["dq_input"], "input"), _qparams(ann["quantize"], "output"),
+                                      mode=attrs["mode"])
+            except ValueError as e:
+                raise Unsupported(str(e)) from e
+            out_shape = tensor_desc(ann["quantize"]).shape
+            srcs = ["relax.dequantize", root.op.name, "relax.quantize"]
+        if attrs["count_include_pad"] and attrs["mode"] == "avg" and any(attrs["padding"]):
+            raise Unsupported("average pooling that counts padding (the NPU averages in-bounds taps)")
+        return _with_exprs(OpDesc(composite, "qpool", [x], TensorDesc(out_shape, "int8"), attrs, None, srcs,
+                                  quant=fields), [ann["input"]])
+    if short == "qmean":
+        axis = root.attrs.axis
+        attrs = {"axis": None if axis is None else _ints(axis), "keepdims": bool(root.attrs.keepdims)}
+        x = _int8_desc(ann["input"])
+        quant = {"in_q": _qparams(ann["dq_input"], "input"), "out_q": _qparams(ann["quantize"], "output")}
+        return _with_exprs(OpDesc(composite, "qmean", [x], TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"),
+                                  attrs, None, ["relax.dequantize", "relax.mean", "relax.quantize"], quant=quant),
+                           [ann["input"]])
+    if short.startswith("qconcat"):
+        n = int(short[len("qconcat"):])
+        ins = [ann[f"in{i}"] for i in range(n)]
+        qs = [_qparams(ann[f"dq{i}"], f"input {i}") for i in range(n)]
+        out_q = _qparams(ann["quantize"], "output")
+        try:
+            tables = Q.concat_quant(qs, out_q)
+        except ValueError as e:
+            raise Unsupported(str(e)) from e
+        return _with_exprs(OpDesc(composite, "qconcat", [_int8_desc(i) for i in ins],
+                                  TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"), {"axis": int(root.attrs.axis)},
+                                  None, ["relax.dequantize", "relax.concat", "relax.quantize"],
+                                  quant={"inputs": tables}), ins)
+    raise Unsupported(f"no integer lowering for {composite}")
