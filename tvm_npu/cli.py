@@ -166,6 +166,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     from model_zoo.runner import load_relax
 
     path = fetch(model.source, progress=False, also=all_sources())
+    if model.derive is not None:  # the profiled file is the one the run used (e.g. the int8 QDQ model)
+        path = model.derive(path, None, False)
     mod, _ = load_relax(model, path)
     with compile_options(should_run=not args.force_offload):
         ex = tvm.compile(mod, target=target)

@@ -120,3 +120,56 @@ def test_npu_exact_where_llvm_float_emulation_is_not_required_to_be():
     (ref,) = run_reference(buf, [xi])
     np.testing.assert_array_equal(got, ref)  # the NPU is exact where TVM's float emulation may not be
     assert np.abs(got_llvm.astype(int) - ref).max() <= 1
+
+
+def _vector_model(kind: str, seed: int):
+    b = ModelBuilder(seed=seed)
+    shape = (1, 6, 7, 8)
+    x = b.add_input("x", shape, QParams.per_tensor(0.07, -5))
+    if kind == "add":
+        y = b.add(x, b.add_const("c", np.random.default_rng(seed).integers(-128, 128, (1, 1, 1, 8)).astype(np.int8),
+                                 QParams.per_tensor(0.05, 3)), QParams.per_tensor(0.1, -2), "RELU")
+    elif kind == "sub":
+        y = b.sub(x, x, QParams.per_tensor(0.02, 1))
+    elif kind == "mul":
+        y = b.mul(x, x, QParams.per_tensor(0.2, -7))
+    elif kind == "avg_pool":
+        y = b.average_pool2d(x, 3, 2, "SAME")
+    elif kind == "max_pool":
+        y = b.max_pool2d(x, 3, 2, "SAME")
+    elif kind == "logistic":
+        y = b.logistic(x)
+    elif kind == "tanh":
+        y = b.tanh(x)
+    elif kind == "hard_swish":
+        y = b.hard_swish(x, QParams.per_tensor(0.05, -30))
+    elif kind == "leaky_relu":
+        y = b.leaky_relu(x, QParams.per_tensor(0.05, -30), 0.2)
+    elif kind == "requantize":
+        y = b.quantize(x, QParams.per_tensor(0.03, 10))
+    elif kind == "concat":
+        y = b.concatenation([x, b.relu(x, QParams.per_tensor(0.07, -5))], axis=3)
+    elif kind == "chain":
+        y = b.conv2d(x, 16, 3, QParams.per_tensor(0.1, -10), activation="RELU6")
+        z = b.depthwise_conv2d(y, 3, QParams.per_tensor(0.1, -10))
+        y = b.add(y, z, QParams.per_tensor(0.15, -3))
+        y = b.hard_swish(y, QParams.per_tensor(0.08, -20))
+        y = b.average_pool2d(y, 2, 2)
+        y = b.logistic(y)
+    b.mark_output(y)
+    return b.finish(), shape
+
+
+VECTOR = ["add", "sub", "mul", "avg_pool", "max_pool", "logistic", "tanh", "hard_swish", "leaky_relu", "requantize",
+          "concat", "chain"]
+
+
+@pytest.mark.parametrize("kind", VECTOR)
+def test_vector_ops_byte_exact(kind):
+    """Integer vector composites (and a chain mixing them with convolutions) against LiteRT."""
+    buf, shape = _vector_model(kind, seed=VECTOR.index(kind))
+    report = _check(buf, shape, seed=VECTOR.index(kind))
+    on = _npu_composites(report)
+    assert any(c.startswith("npu.q") for c in on), report.summary()
+    ops = [p for p in report.placements]
+    assert all(p.target == "npu" for p in ops), report.summary()  # nothing left on the CPU

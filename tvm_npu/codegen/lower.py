@@ -434,6 +434,10 @@ class Lowerer:
         self._finish(steps)
 
     def concat(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
+        """Copies each input's rows into its place in the output. The tile goes through the vector
+        unit (a vcvt copy into an output slot): storing straight from the load slot would let the
+        load two tiles later overwrite it before the store has read it (the slot-free token comes
+        from the compute queue, not from the store)."""
         axis = desc.attrs["axis"] % len(out.shape)
         steps: List[Step] = []
         alloc = SramAllocator(self.config)
@@ -441,22 +445,25 @@ class Lowerer:
         o4 = DramTensor(out.region, out.offset, _pad4(out.shape), out.dtype)
         a4 = axis + rank_pad
         row = sram_bytes((1, 1, 1, o4.shape[3]), F16)
-        budget = (self.config.act_sram_bytes - 64) // (2 * row)
-        slots = None
+        budget = (self.config.act_sram_bytes - 64) // (4 * row)
+        in_slots = out_slots = None
         offset = 0
         rank = 0
         for t in ins:
             t4 = DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype)
-            tiles = list(self._row_tiles(t4.shape, 2 * row))
-            if slots is None:
-                slots = self._slots(alloc, Space.ACT, (1, max(x[2] for x in tiles) if tiles else 1,
-                                                       min(o4.shape[2], budget), o4.shape[3]), F16, "copy")
+            tiles = list(self._row_tiles(t4.shape, 4 * row))
+            if in_slots is None:
+                shape = (1, max(x[2] for x in tiles) if tiles else 1, min(o4.shape[2], budget), o4.shape[3])
+                in_slots = self._slots(alloc, Space.ACT, shape, F16, "copy in")
+                out_slots = self._slots(alloc, Space.ACT, shape, F16, "copy out")
             for i0, j1, t1, j2, t2 in tiles:
-                buf = _at(self._slot(slots, rank), (1, t1, t2, t4.shape[3]))
+                buf = _at(self._slot(in_slots, rank), (1, t1, t2, t4.shape[3]))
+                dst = _at(self._slot(out_slots, rank), (1, t1, t2, t4.shape[3]))
                 start_o = {0: i0, 1: j1, 2: j2}
                 start_o[a4] = start_o.get(a4, 0) + offset
                 steps.append(Step(loads=[_load(buf, t4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2}))],
-                                  stores=[Instr.make("dma.store", src=buf, dst=o4.view((0, 1, 2, 3), start_o))]))
+                                  computes=[Instr.make("vcvt", a=buf, o=dst)],
+                                  stores=[Instr.make("dma.store", src=dst, dst=o4.view((0, 1, 2, 3), start_o))]))
                 rank += 1
             offset += t4.shape[a4]
         self._finish(steps)

@@ -211,3 +211,57 @@ def FoldQuantizedLUTs(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 - a
             mod[gv] = new
             folded += folder.folded
     return relax.transform.DeadCodeElimination()(mod) if folded else mod
+
+
+@relax.expr_functor.mutator
+class _DqSplitter(relax.PyExprMutator):
+    def __init__(self, mod, var2val, shared):
+        super().__init__(mod)
+        self.var2val = var2val
+        self.shared = shared
+
+    def visit_call_(self, call):  # noqa: N802
+        new = super().visit_call_(call)
+        if not isinstance(new, relax.Call):
+            return new
+        args = []
+        changed = False
+        for a in new.args:
+            if isinstance(a, relax.Var) and a in self.shared:
+                dq = self.var2val[a]
+                args.append(relax.op.dequantize(dq.args[0], dq.args[1], dq.args[2], int(dq.attrs.axis),
+                                                str(dq.attrs.out_dtype)))
+                changed = True
+            else:
+                args.append(a)
+        if not changed:
+            return new
+        return relax.Call(new.op, args, new.attrs, new.sinfo_args) if hasattr(new, "sinfo_args") else \
+            relax.Call(new.op, args, new.attrs)
+
+
+@tvm.transform.module_pass(opt_level=0, name="SplitSharedDequantize")
+def SplitSharedDequantize(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 - a pass
+    """Gives every consumer of a shared `dequantize` its own copy, so each quantised region (conv,
+    add, mean, ...) is self-contained and can become one integer composite; dequantize is free on
+    the NPU (it is the composite's input offset) and the copies that stay on the CPU are cheap."""
+    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    changed = False
+    for gv, fn in list(mod.functions.items()):
+        if not isinstance(fn, relax.Function) or (fn.attrs is not None and "Composite" in fn.attrs):
+            continue
+        var2val = relax.analysis.get_var2val(fn)
+        uses: Dict = {}
+        for block in fn.body.blocks:
+            for b in block.bindings:
+                v = b.value
+                if isinstance(v, relax.Call):
+                    for a in v.args:
+                        if isinstance(a, relax.Var):
+                            uses[a] = uses.get(a, 0) + 1
+        shared = {v for v, n in uses.items() if n > 1 and isinstance(var2val.get(v), relax.Call)
+                  and isinstance(var2val[v].op, tvm.ir.Op) and var2val[v].op.name == "relax.dequantize"}
+        if shared:
+            mod[gv] = _DqSplitter(mod, var2val, shared).visit_expr(fn)
+            changed = True
+    return relax.transform.DeadCodeElimination()(mod) if changed else mod

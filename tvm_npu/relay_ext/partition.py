@@ -24,7 +24,7 @@ from tvm import relax
 
 from ..config import NPUConfig
 from . import patterns as pt
-from .lut import FoldQuantizedLUTs
+from .lut import FoldQuantizedLUTs, SplitSharedDequantize
 from .fold import FoldWithNumpy
 from .rewrites import ElementwiseTIRToRelax
 
@@ -136,6 +136,7 @@ def _prepare_early(mod: tvm.IRModule) -> tvm.IRModule:
         ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
+        SplitSharedDequantize,  # one dequantize per consumer: self-contained quantised regions
         FoldQuantizedLUTs,  # quantised functions of one int8 tensor -> 256-entry tables (relay_ext/lut.py)
     ])(mod)
 

@@ -17,6 +17,7 @@ import dataclasses
 from typing import Dict, List, Optional, Set, Tuple
 
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
+from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl import is_op, wildcard
 
 from ..config import NPUConfig, get_config
@@ -96,6 +97,8 @@ def _checker(name: str):
         cfg = state.config if state is not None else get_config()
         root = _root_var(ctx)
         try:
+            if name.startswith(f"{PREFIX}.q") and has_leaking_intermediate_variables(ctx):
+                raise Unsupported("an intermediate result of the quantised region is also used outside it")
             desc = describe(name, dict(ctx.annotated_expr))
             reasons = constraints.check(desc, cfg)
         except Unsupported as e:
