@@ -173,3 +173,45 @@ def test_vector_ops_byte_exact(kind):
     assert any(c.startswith("npu.q") for c in on), report.summary()
     ops = [p for p in report.placements]
     assert all(p.target == "npu" for p in ops), report.summary()  # nothing left on the CPU
+
+
+def test_int32_accumulator_capacity_is_checked():
+    """The constraint refuses a reduction that could overflow int32 and accepts a normal one."""
+    from tvm_npu.quant import conv2d_quant
+    from tvm_npu.relay_ext.constraints import int32_accumulator
+    from tvm_npu.relay_ext.ops import OpDesc, TensorDesc
+
+    def desc(cin):
+        w = np.zeros((8, cin, 3, 3), np.int8)
+        q = conv2d_quant(QParams.per_tensor(0.1, 0), QParams.per_tensor(0.01), QParams.per_tensor(0.2, 0), channels=8)
+        return OpDesc("npu.qconv2d", "conv2d", [TensorDesc((1, cin, 8, 8), "int8"), TensorDesc(w.shape, "int8", w)],
+                      TensorDesc((1, 8, 6, 6), "int8"), {"kernel_layout": "OIHW"}, quant=q)
+    assert int32_accumulator(desc(64), None) is None
+    assert "int32 accumulator" in int32_accumulator(desc(8000), None)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(h=st.integers(3, 12), w=st.integers(3, 12), cin=st.integers(1, 20), cout=st.integers(1, 24),
+       k=st.sampled_from([1, 3, 5]), stride=st.integers(1, 2), pad=st.sampled_from(["SAME", "VALID"]),
+       s_in=st.floats(0.005, 0.2), zp_in=st.integers(-128, 127), s_out=st.floats(0.01, 0.5),
+       zp_out=st.integers(-100, 100), per_channel=st.booleans(), depthwise=st.booleans(), seed=st.integers(0, 99))
+def test_conv_property_byte_exact(h, w, cin, cout, k, stride, pad, s_in, zp_in, s_out, zp_out, per_channel,
+                                  depthwise, seed):
+    """Random shapes and quantisation parameters: conv / depthwise on the NPU equal LiteRT byte for byte."""
+    if pad == "VALID" and (h < k or w < k):
+        return
+    if depthwise:  # one channel makes the per-channel scale a per-tensor one (see below)
+        cin = max(cin, 2)
+    b = ModelBuilder(seed=seed)
+    x = b.add_input("x", (1, h, w, cin), QParams.per_tensor(s_in, zp_in))
+    oq = QParams.per_tensor(s_out, zp_out)
+    if depthwise:  # TVM's TFLite frontend refuses per-tensor depthwise weights with quantized_dimension 3
+        y = b.depthwise_conv2d(x, k, oq, stride=stride, padding=pad, per_channel=True)
+    else:
+        y = b.conv2d(x, cout, k, oq, stride=stride, padding=pad, per_channel=per_channel)
+    b.mark_output(y)
+    report = _check(b.finish(), (1, h, w, cin), seed=seed)
+    assert any(c.startswith("npu.qconv2d") for c in _npu_composites(report)), report.summary()

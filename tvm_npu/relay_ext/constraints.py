@@ -221,14 +221,31 @@ def int8_operands(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
+def int32_accumulator(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+    """The int32 accumulator cannot overflow: taps per output x 255 x 128 plus the largest |bias| stays
+    below 2^31 (|x - zp_in| <= 255 and |w| <= 128 for int8)."""
+    if d.kind == "conv2d":
+        w = d.inputs[1].shape
+        kl = d.attrs["kernel_layout"]
+        taps = w[kl.index("H")] * w[kl.index("W")] * w[kl.index("I")]
+    else:
+        taps = d.inputs[0].shape[-1]
+    bias = int(abs(d.quant.bias.astype("int64")).max()) if d.quant is not None and d.quant.bias.size else 0
+    worst = taps * 255 * 128 + bias
+    if worst >= 2**31:
+        return f"{taps} taps per output can reach {worst} in the int32 accumulator (limit 2^31 - 1)"
+    return None
+
+
 QUANT_BY_KIND: Dict[str, List[Constraint]] = {
     "qlut": [int8_operands, rank_at_most_4, tiles_fit],
     "qbinary": [int8_operands, rank_at_most_4, broadcastable, tiles_fit],
     "qpool": [int8_operands, rank_at_most_4, pool_params, tiles_fit],
     "qmean": [int8_operands, rank_at_most_4, mean_adjacent_axes, tiles_fit],
     "qconcat": [int8_operands, rank_at_most_4, tiles_fit],
-    "conv2d": [int8_tensors, rank_at_most_4, conv_layout, constant_weights, conv_params, bias_per_channel, tiles_fit],
-    "matmul": [int8_tensors, rank_at_most_4, matmul_shapes, bias_per_channel, tiles_fit],
+    "conv2d": [int8_tensors, rank_at_most_4, conv_layout, constant_weights, conv_params, bias_per_channel,
+               int32_accumulator, tiles_fit],
+    "matmul": [int8_tensors, rank_at_most_4, matmul_shapes, bias_per_channel, int32_accumulator, tiles_fit],
 }
 
 
