@@ -28,6 +28,8 @@ def bench(model, target: str, repeat: int, progress: bool) -> dict:
     from model_zoo.runner import load_relax, macs_by_binding, reference_runner
 
     path = fetch(model.source, progress=progress, also=all_sources())
+    if model.derive is not None:  # e.g. the int8 QDQ version made from the float model
+        path = model.derive(path, None, progress)
     sample = model.samples(True, progress)[0]
     mod, out_names = load_relax(model, path)
     t0 = time.perf_counter()

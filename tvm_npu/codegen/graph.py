@@ -60,11 +60,12 @@ class OpRecord:
     predicted_cycles: int
     min_dram_bytes: int = 0  # inputs, weights and outputs each moved once (the roofline's traffic)
     vector_elems: int = 0  # one vector pass over the output
+    integer: bool = False  # int8 operands: the MAC array's full rate (fp16 runs at half rate)
 
     def roofline_cycles(self, config: NPUConfig) -> float:
         from ..perf_model import roofline_cycles
 
-        return roofline_cycles(self.macs, True, self.min_dram_bytes, self.vector_elems, config)
+        return roofline_cycles(self.macs, not self.integer, self.min_dram_bytes, self.vector_elems, config)
 
     def to_dict(self, config: NPUConfig) -> dict:
         return {"op": self.composite, "binding": self.binding, "sources": self.sources, "kind": self.kind,
@@ -177,7 +178,8 @@ class FunctionCompiler:
             plan = lower_op(low, desc, ins, out, self.plan_overrides.get(b.var.name))
             traffic = sum(t.nbytes for t in ins) + out.nbytes
             records.append(OpRecord(desc.composite, b.var.name, desc.sources, desc.kind, plan, macs_of(desc),
-                                    (start, len(low.program)), low.estimates[-1], traffic, out.nbytes // out.itemsize))
+                                    (start, len(low.program)), low.estimates[-1], traffic, out.nbytes // out.itemsize,
+                                    desc.quant is not None))
         missing = [o for o in outputs if o not in values]
         if missing:
             raise Unsupported("an output of the NPU function is not computed by it")
