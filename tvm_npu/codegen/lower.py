@@ -27,6 +27,18 @@ _DT = {"float16": DType.FP16, "float32": DType.FP32, "int8": DType.INT8, "int16"
 _EVENTS: dict = {}
 
 
+_VEVENTS: dict = {}
+
+
+def _vector_events(sch, valid):
+    from ..tir_schedules import Walker
+
+    hit = _VEVENTS.get(id(sch))
+    if hit is None or hit[0] is not sch:
+        hit = _VEVENTS[id(sch)] = (sch, Walker(sch.mod["main"], valid).events())
+    return hit[1]
+
+
 def tir_events(desc: OpDesc, plan: P.Plan, double_buffer: bool):
     """(kernel, events) of the operator's scheduled TensorIR, memoised on what they depend on."""
     from ..tir_schedules import Walker, schedule
@@ -274,11 +286,16 @@ class Lowerer:
                     yield i0, j1, min(t1, d1 - j1), j2, min(t2, d2 - j2)
 
     def elementwise(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
-        """Binary ops with broadcasting, and activations, on 4-D views of the logical shapes.
+        """Binary ops with broadcasting, and activations, on 4-D views of the logical shapes, through
+        TensorIR (tir_schedules/vector.py): the row tiling below is the schedule's split factors, the
+        walker's events become loads, vector instructions and stores.
 
         A binary op with a constant operand (a bias, a scale, a division turned into a multiplication
         by the reciprocal) runs in fp32 on ACC with the constant kept in fp32, rounded to fp16 once:
         an fp16 constant would bias every result the same way (fp16(1/6) is 2.4e-4 too small)."""
+        from ..tir_schedules import Walker
+        from ..tir_schedules.vector import elementwise_schedule
+
         shape4 = _pad4(out.shape)
         o4 = DramTensor(out.region, out.offset, shape4, out.dtype)
         ops = [DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype) for t in ins]
@@ -291,52 +308,68 @@ class Lowerer:
         row32 = sram_bytes((1, 1, 1, shape4[3]), F32)
         n_act = sum(not c for c in consts) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
         slots = 2 if self.double_buffer else 1
-        steps: List[Step] = []
-        alloc = SramAllocator(self.config)
-        tmp_act, scalars, const_loads = None, {}, []
         tiles = list(self._row_tiles(shape4, row * n_act * slots, reserve=64,
                                      acc_bytes_per_row=row32 * (len(ops) + 1) * slots if wide else 0))
         t1m = max(t[2] for t in tiles)
         t2m = max(t[4] for t in tiles)
-
-        def dims(o, t1, t2):
-            return (1, t1 if o.shape[1] > 1 else 1, t2 if o.shape[2] > 1 else 1, o.shape[3])
-
-        bufs = [self._slots(alloc, Space.ACC if c and wide else Space.ACT, dims(o, t1m, t2m),
-                            F32 if c and wide else F16, f"operand {i}") for i, (o, c) in enumerate(zip(ops, consts))]
-        wide_bufs = [self._slots(alloc, Space.ACC, dims(o, t1m, t2m), F32, f"operand {i} in fp32")
-                     if wide and not c else None for i, (o, c) in enumerate(zip(ops, consts))]
-        out_slots = self._slots(alloc, Space.ACT, (1, t1m, t2m, shape4[3]), F16, "output")
-        acc_out = alloc.alloc(Space.ACC, (1, t1m, t2m, shape4[3]), F32, "fp32 result") if wide else None
+        key_dtypes = ["float32" if c else "float16" for c in consts]
+        try:
+            sch, valid = elementwise_schedule(desc, [o.shape for o in ops], key_dtypes, shape4, t1m, t2m,
+                                              self.double_buffer)
+        except Unsupported:
+            raise
+        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+        events = _vector_events(sch, valid)
+        params = {f"in{i}": o for i, o in enumerate(ops)}
+        params["store"] = o4
+        alloc = SramAllocator(self.config)
+        bufs, shapes, first = {}, {}, {}
+        for ev in events:
+            if ev.kind in ("load", "compute"):
+                old = shapes.get(ev.buffer)
+                shapes[ev.buffer] = ev.shape if old is None else tuple(map(max, old, ev.shape))
+                first.setdefault(ev.buffer, ev)
+        for buf, ev in first.items():
+            space = Space.ACC if buf.endswith("npu_acc") else Space.ACT
+            n = ev.slots if self.double_buffer else 1
+            bufs[buf] = [alloc.alloc(space, shapes[buf], _DT[ev.dtype], f"{buf} slot {i}") for i in range(n)]
+        tmp_act, scalars, const_loads = None, {}, []
         if desc.kind == "activation":
             tmp_act, scalars, const_loads = self._act_consts(alloc, desc.activation, Space.ACT, F16,
                                                            (1, t1m, t2m, shape4[3]))
-        for rank, (i0, j1, t1, j2, t2) in enumerate(tiles):
-            step = Step(loads=list(const_loads) if rank == 0 else [])
-            srcs = []
-            for oi, o in enumerate(ops):
-                buf = _at(self._slot(bufs[oi], rank), dims(o, t1, t2))
-                start = {0: i0 if o.shape[0] > 1 else 0, 1: j1 if o.shape[1] > 1 else 0,
-                         2: j2 if o.shape[2] > 1 else 0}
-                step.loads.append(_load(buf, o.view((0, 1, 2, 3), start)))
-                if wide_bufs[oi] is not None:  # widen the activation operand to fp32
-                    w32 = _at(self._slot(wide_bufs[oi], rank), dims(o, t1, t2))
-                    step.computes.append(Instr.make("vcvt", a=buf, o=w32))
-                    buf = w32
-                srcs.append(buf)
-            dst = _at(self._slot(out_slots, rank), (1, t1, t2, shape4[3]))
-            if wide:
-                res = _at(acc_out, dst.shape)
-                step.computes += [_binop("v" + desc.attrs["op"], srcs[0], srcs[1], res),
-                                  Instr.make("vrequant", a=res, o=dst)]
-            elif desc.kind == "binary":
-                step.computes.append(_binop("v" + desc.attrs["op"], srcs[0], srcs[1], dst))
-            else:
-                step.computes.append(Instr.make("vcvt", a=srcs[0], o=dst))
-                step.computes += self._epilogue(dst, desc.activation, _at(tmp_act, dst.shape) if tmp_act else None,
-                                                scalars)
-            step.stores.append(Instr.make("dma.store", src=dst, dst=o4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2})))
-            steps.append(step)
+        steps: List[Step] = []
+        rank: dict = {}
+        current: dict = {}
+        step = None
+        for ev in events:
+            # one step per tile: a tile ends with its store (the schedule may place a load after the
+            # widening of another operand; the load queue still runs it before the step's computes)
+            if ev.kind == "load" and (step is None or step.stores):
+                step = Step(loads=list(const_loads) if not steps else [])
+                steps.append(step)
+            if ev.kind in ("load", "compute"):
+                r = rank.get(ev.buffer, 0)
+                rank[ev.buffer] = r + 1
+                ref = _at(self._slot(bufs[ev.buffer], r), ev.shape)
+                current[ev.buffer] = ref
+            if ev.kind == "load":
+                step.loads.append(_load(ref, params[ev.param].view(ev.axes, dict(ev.start)), ev.pads[:2] + ev.pads[2:]))
+            elif ev.kind == "compute":
+                srcs = [current[b] for _, b in ev.operands]
+                if ev.intrin.startswith("widen"):
+                    step.computes.append(Instr.make("vcvt", a=srcs[0], o=ref))
+                elif ev.intrin == "round":
+                    step.computes.append(Instr.make("vrequant", a=srcs[0], o=ref))
+                elif desc.kind == "binary":
+                    step.computes.append(_binop("v" + desc.attrs["op"], srcs[0], srcs[1], ref))
+                else:
+                    step.computes.append(Instr.make("vcvt", a=srcs[0], o=ref))
+                    step.computes += self._epilogue(ref, desc.activation, _at(tmp_act, ref.shape) if tmp_act else None,
+                                                    scalars)
+            elif ev.kind == "store":
+                step.stores.append(Instr.make("dma.store", src=current[ev.buffer],
+                                              dst=params[ev.param].view(ev.axes, dict(ev.start))))
         self._finish(steps)
 
     def softmax(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:

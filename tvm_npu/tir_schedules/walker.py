@@ -85,6 +85,21 @@ def compile_expr(e) -> Tuple[Callable[[dict], int], frozenset]:
     return eval(f"lambda e: {src}", {"min": min, "max": max}), frozenset(names)  # noqa: S307 - generated
 
 
+def _loads(e, out: List[str]) -> None:
+    """The buffers an expression reads, in order of first appearance."""
+    t = _tn(e)
+    if t == "TensorLoad":
+        if e.source.name not in out:
+            out.append(e.source.name)
+        return
+    for attr in ("a", "b", "value", "condition", "true_value", "false_value"):
+        if hasattr(e, attr) and not isinstance(getattr(e, attr), (int, float, str)):
+            _loads(getattr(e, attr), out)
+    if t == "Call":
+        for a in e.args:
+            _loads(a, out)
+
+
 # ---- the loop tree ------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -225,7 +240,9 @@ class Walker:
             if dst.scope() not in NPU_SCOPES:
                 raise Unsupported(f"block {blk.name_hint} computes into {dst.scope()} memory")
             n.kind = "compute"
-            n.prepared = (_Block(n), dst.name, [i.name for i in store.indices], str(dst.ty.dtype))
+            reads: List[str] = []
+            _loads(store.value, reads)
+            n.prepared = (_Block(n), dst.name, [i.name for i in store.indices], str(dst.ty.dtype), tuple(reads))
 
     def _valid(self, buffer: str) -> Optional[Tuple[int, ...]]:
         return self.valid.get(stage_of(buffer))
@@ -257,13 +274,13 @@ class Walker:
         return Event("init", prep[1])
 
     def _compute(self, prep, env) -> Optional[Event]:
-        blk, buf, idx_vars, dtype = prep
+        blk, buf, idx_vars, dtype, reads = prep
         box = blk.box(env)
         dims = self._clamp(buf, [box[v] for v in idx_vars])
         if any(hi < lo for lo, hi in dims):
             return None
         return Event("compute", buf, tuple(_pad4([hi - lo + 1 for lo, hi in dims])), intrin=blk.name, dtype=dtype,
-                     slots=blk.slots)
+                     slots=blk.slots, operands=tuple((str(i), r) for i, r in enumerate(reads)))
 
     def _mac(self, prep, env) -> Event:
         blk, extern, ops, adt = prep

@@ -1,0 +1,96 @@
+"""Elementwise NPU operators (binary ops with broadcasting, activations) as TensorIR.
+
+The PrimFunc works on 4-D views of the logical shapes (broadcast dims index 0). For a row tiling
+(`rows`: dim-1 rows per tile, `cols`: dim-2 rows per tile, dim 3 whole; the vector unit's budget,
+see Lowerer._row_tiles) the schedule splits the two row dims, caches every operand into an NPU
+scope at the tile loop (ACT for fp16, ACC for fp32 operands), computes the result in ACT (or, when
+a constant operand keeps the op in fp32, in ACC followed by a rounding stage into ACT), and stores
+at the same loop. Stage names tell the code generator which vector instruction each compute block
+is: `widen<k>` (vcvt to fp32), `vec` (the operator), `round` (vrequant fp32 -> fp16).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+from tvm import s_tir, te, tirx
+
+from ..relay_ext.ops import OpDesc, Unsupported
+from .kernels import activation_expr
+
+ACT, ACC = "global.npu_act", "global.npu_acc"
+_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+        "max": tirx.max, "min": tirx.min}
+_CACHE: Dict[tuple, object] = {}
+
+
+def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[str],
+                         out_shape: Tuple[int, ...], rows: int, cols: int, double_buffer: bool = True):
+    """The scheduled PrimFunc of a binary op or an activation on 4-D shapes; memoised."""
+    key = (desc.kind, desc.attrs.get("op"), str(desc.activation), tuple(shapes), tuple(dtypes), out_shape, rows,
+           cols, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    wide = desc.kind == "binary" and "float32" in dtypes
+    ins = [te.placeholder(s, d, name=f"in{i}") for i, (s, d) in enumerate(zip(shapes, dtypes))]
+
+    def at(t, shape, i):  # broadcasting: a unit dim of an operand reads index 0
+        return t[tuple(0 if shape[d] == 1 else i[d] for d in range(4))]
+
+    if desc.kind == "binary":
+        op = _OPS.get(desc.attrs["op"])
+        if op is None:
+            raise Unsupported(f"binary op {desc.attrs['op']}")
+        if wide:
+            def widen(t, k):
+                return te.compute(t.shape, lambda *i: t[i].astype("float32"), name=f"widen{k}")
+            srcs = [widen(t, k) if d != "float32" else t for k, (t, d) in enumerate(zip(ins, dtypes))]
+            vec = te.compute(out_shape, lambda *i: op(at(srcs[0], shapes[0], i), at(srcs[1], shapes[1], i)),
+                             name="vec")
+            last = te.compute(out_shape, lambda *i: vec[i].astype("float16"), name="round")
+        else:
+            vec = te.compute(out_shape, lambda *i: op(at(ins[0], shapes[0], i), at(ins[1], shapes[1], i)), name="vec")
+            last = vec
+    else:
+        vec = te.compute(out_shape, lambda *i: activation_expr(desc.activation, ins[0][i].astype("float32"))
+                         .astype("float16"), name="vec")
+        last = vec
+    store = te.compute(out_shape, lambda *i: last[i], name="store")
+    func = te.create_prim_func(ins + [store])
+
+    sch = s_tir.Schedule(func)
+    vb = sch.get_sblock("vec")
+    i0, i1, i2, i3 = sch.get_loops(vb)
+    i1o, i1i = sch.split(i1, [None, rows])
+    i2o, i2i = sch.split(i2, [None, cols])
+    sch.reorder(i0, i1o, i2o, i1i, i2i, i3)
+    sch.set_scope(vb, 0, ACC if wide else ACT)
+    caches, widens = [], []
+    for k, d in enumerate(dtypes):
+        wide_k = wide and d != "float32"
+        consumer = sch.get_sblock(f"widen{k}") if wide_k else vb
+        caches.append(sch.cache_read(consumer, 0 if wide_k else k, ACC if d == "float32" else ACT))
+        if wide_k:
+            sch.set_scope(consumer, 0, ACC)
+            widens.append(consumer)
+    for blk in widens + caches:  # consumers first: compute_at needs a block's consumers under the loop
+        sch.compute_at(blk, i2o)
+    annotate = caches + widens
+    if wide:
+        rb = sch.get_sblock("round")
+        sch.set_scope(rb, 0, ACT)
+        sch.reverse_compute_at(rb, i2o)
+        annotate.append(rb)
+    else:
+        annotate.append(vb)
+    sch.reverse_compute_at(sch.get_sblock("store"), i2o)
+    if double_buffer:
+        for blk in annotate:
+            sch.annotate(blk, "double_buffer_scope", 0)
+    valid = {f"in{i}": tuple(s) for i, s in enumerate(shapes)}
+    _CACHE[key] = (sch, valid)
+    return _CACHE[key]
+
+
+def tile_shape(shape4: Sequence[int], rows: int, cols: int) -> List[int]:
+    return [1, min(rows, shape4[1]), min(cols, shape4[2]), shape4[3]]
