@@ -1165,13 +1165,62 @@ def mean_quant(input: QParams, output: QParams, count: int, rounding: str = "rea
         raise ValueError(f"MEAN over {count} elements: the int32 sum could overflow")
     if rounding == "real":
         m, s = quantize_multiplier(float(inp.s) / (float(out.s) * count))
+    elif rounding == "float":
+        m, s = single_rounding_multiplier(float(inp.s) / (float(out.s) * count))
     elif rounding == "tflite":
         m0, s0 = quantize_multiplier(float(inp.s) / float(out.s))
         k = min(count.bit_length() - 1, 32, 31 + s0)
         m, s = (m0 << k) // count, s0 - k
     else:
-        raise ValueError(f"rounding must be 'real' or 'tflite', got {rounding!r}")
+        raise ValueError(f"rounding must be 'real', 'float' or 'tflite', got {rounding!r}")
     return dict(offset=-count * inp.zp, mult=int(m), shift=int(s), o_offset=out.zp, act_min=-128, act_max=127)
 
 
 __all__ += ["mean_quant"]
+
+
+# ---------------------------------------------------------------------------------------------
+# float QDQ semantics (ONNX): one rounding instead of TFLite's two
+# ---------------------------------------------------------------------------------------------
+
+def single_rounding_multiplier(real: float) -> Tuple[int, int]:
+    """``(m, shift)`` such that ``MultiplyByQuantizedMultiplier(x, m, shift)`` rounds ``x * real`` ONCE.
+
+    TFLite's pair for ``real < 0.5`` is a normalised ``m`` with a right shift: SaturatingRoundingDoublingHighMul
+    rounds, then RoundingDivideByPOT rounds again, and the double rounding moves results that land
+    within ``2^-k`` (``k`` = the shift) of a half step, which the float definition of a quantised graph
+    (``quantize(dequantize(...))``: one round-half-to-even of the real value) does not. With
+    ``m = round(real * 2^31)`` and ``shift = 0`` only the high-multiply rounds (``real`` keeps
+    ``log2(real * 2^31)`` significant bits, 21 for ``real = 1e-3``); ``real >= 0.5`` keeps TFLite's pair,
+    whose shift is a left shift (exact). Ties still round away from zero where the float definition
+    rounds to even. Raises ValueError when ``real`` is too small for a non-zero ``m``.
+    """
+    if not (real > 0.0) or real != real:
+        raise ValueError(f"requantisation multiplier {real!r} must be positive and finite")
+    if real >= 0.5:
+        return quantize_multiplier(real)
+    m = int(round(real * (1 << 31)))
+    if m < 1:
+        raise ValueError(f"requantisation multiplier {real!r} is below 2^-31")
+    return m, 0
+
+
+def float_rounding(cq: ConvQuant, input: QParams, weight: QParams, output: QParams) -> ConvQuant:
+    """A ConvQuant whose per-channel multipliers round once (:func:`single_rounding_multiplier`):
+    ``real[c] = double(s_in) * double(s_w[c]) / double(s_out)``. For ONNX QDQ graphs, whose definition
+    is float arithmetic with one quantize, rather than TFLite's reference kernels."""
+    w_scales = weight.channel_scales(cq.channels)
+    mult = np.zeros(cq.channels, np.int32)
+    shift = np.zeros(cq.channels, np.int32)
+    for c in range(cq.channels):
+        mult[c], shift[c] = single_rounding_multiplier(float(input.s) * float(w_scales[c]) / float(output.s))
+    return dataclasses.replace(cq, multiplier=mult, shift=shift, exact_channels=None)
+
+
+def mul_float_rounding(fields: dict, input1: QParams, input2: QParams, output: QParams) -> dict:
+    """:func:`mul_quant` fields with a single-rounding output multiplier (float QDQ semantics)."""
+    m, s = single_rounding_multiplier(float(input1.s) * float(input2.s) / float(output.s))
+    return dict(fields, o_mult=m, o_shift=s)
+
+
+__all__ += ["single_rounding_multiplier", "float_rounding", "mul_float_rounding"]

@@ -133,6 +133,8 @@ def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         groups = int(a.groups)
         cq = Q.depthwise_conv2d_quant if groups > 1 else Q.conv2d_quant
         quant = cq(inp, _channel_params(wq, cout), out_q, bias=bias, channels=cout)
+        if not tflite_semantics(q):
+            quant = Q.float_rounding(quant, inp, _channel_params(wq, cout), out_q)
         attrs = {"strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
                  "groups": groups, "data_layout": str(a.data_layout), "kernel_layout": kl,
                  "out_layout": str(a.out_layout), "out_dtype": "int32"}
@@ -145,7 +147,11 @@ def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         cout = w_shape[-1]
         # LiteRT's reference FULLY_CONNECTED rounds double(acc) * scale half away from zero, which a
         # (multiplier, shift) pair reproduces for most scales only (quant.fully_connected_exact_quant)
-        quant = Q.fully_connected_exact_quant(inp, _channel_params(wq, cout), out_q, bias=bias, channels=cout)
+        if tflite_semantics(q):
+            quant = Q.fully_connected_exact_quant(inp, _channel_params(wq, cout), out_q, bias=bias, channels=cout)
+        else:  # ONNX QDQ: float semantics, one rounding
+            quant = Q.float_rounding(Q.fully_connected_quant(inp, _channel_params(wq, cout), out_q, bias=bias,
+                                                             channels=cout), inp, _channel_params(wq, cout), out_q)
         if not quant.exact:
             bad = [int(c) for c in np.flatnonzero(~quant.exact_channels)][:4]
             raise Unsupported(f"no requantisation multiplier reproduces the reference FULLY_CONNECTED rounding for "
@@ -164,6 +170,14 @@ def _prim(v) -> float:
     """A clip bound: a relax PrimValue holding an IntImm/FloatImm."""
     x = getattr(v, "value", v)
     return float(getattr(x, "value", x))
+
+
+def tflite_semantics(quantize: relax.Call) -> bool:
+    """Which arithmetic the quantised graph means. TVM's TFLite frontend gives zero points as int32
+    constants (TFLite stores them as int64); ONNX QuantizeLinear's zero point has the quantised type
+    (int8). An int8 TFLite model means LiteRT's reference kernels (fixed point, TFLite's multipliers);
+    an ONNX QDQ graph means float arithmetic with one rounding per quantize."""
+    return str(quantize.args[2].ty.dtype) == "int32"
 
 
 def _channel_params(wq: Q.QParams, cout: int) -> Q.QParams:
@@ -267,6 +281,8 @@ def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
                 raise Unsupported(f"{what} is not per-tensor int8")
         fields = {"add": Q.add_quant, "sub": Q.sub_quant, "mul": Q.mul_quant}[op](
             qa, qb, out_q, "RELU" if "relu" in ann else "NONE")
+        if op == "mul" and not tflite_semantics(ann["quantize"]):
+            fields = Q.mul_float_rounding(fields, qa, qb, out_q)
         if "clip" in ann:
             c = ann["clip"]
             fields = dict(fields, act_min=max(fields["act_min"], int(np.ceil(_prim(c.args[1])))),
@@ -305,7 +321,8 @@ def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         axis = root.attrs.axis
         attrs = {"axis": None if axis is None else _ints(axis), "keepdims": bool(root.attrs.keepdims)}
         x = _int8_desc(ann["input"])
-        quant = {"in_q": _qparams(ann["dq_input"], "input"), "out_q": _qparams(ann["quantize"], "output")}
+        quant = {"in_q": _qparams(ann["dq_input"], "input"), "out_q": _qparams(ann["quantize"], "output"),
+                 "rounding": "tflite" if tflite_semantics(ann["quantize"]) else "float"}
         return _with_exprs(OpDesc(composite, "qmean", [x], TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"),
                                   attrs, None, ["relax.dequantize", "relax.mean", "relax.quantize"], quant=quant),
                            [ann["input"]])
