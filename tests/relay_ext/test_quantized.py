@@ -215,3 +215,24 @@ def test_conv_property_byte_exact(h, w, cin, cout, k, stride, pad, s_in, zp_in, 
     b.mark_output(y)
     report = _check(b.finish(), (1, h, w, cin), seed=seed)
     assert any(c.startswith("npu.qconv2d") for c in _npu_composites(report)), report.summary()
+
+
+def test_single_rounding_multiplier_rounds_once():
+    """ONNX QDQ requantisation: MBQM with the single-rounding pair equals rounding x * real once
+    (away from near-ties), where TFLite's normalised pair with a right shift rounds twice."""
+    from tvm_npu.quant import multiply_by_quantized_multiplier, quantize_multiplier, single_rounding_multiplier
+    rng = np.random.default_rng(0)
+    twice = 0
+    for real in rng.uniform(1e-4, 0.45, 40):
+        m, s = single_rounding_multiplier(real)
+        assert s == 0
+        acc = rng.integers(-2**20, 2**20, 5000)
+        exact = acc * np.float64(m) / 2**31  # the multiplier as represented
+        far = np.abs(np.abs(exact - np.floor(exact)) - 0.5) > 1e-6
+        want = np.where(exact >= 0, np.floor(exact + 0.5), -np.floor(-exact + 0.5))
+        got = multiply_by_quantized_multiplier(acc, m, s)
+        np.testing.assert_array_equal(got[far], want[far])
+        assert abs(m / 2**31 - real) <= 2**-32
+        m2, s2 = quantize_multiplier(real)
+        twice += int(np.sum(multiply_by_quantized_multiplier(acc, m2, s2)[far] != want[far]))
+    assert twice > 0  # TFLite's pair does round twice: the two differ somewhere
