@@ -1193,16 +1193,14 @@ def single_rounding_multiplier(real: float) -> Tuple[int, int]:
     ``m = round(real * 2^31)`` and ``shift = 0`` only the high-multiply rounds (``real`` keeps
     ``log2(real * 2^31)`` significant bits, 21 for ``real = 1e-3``); ``real >= 0.5`` keeps TFLite's pair,
     whose shift is a left shift (exact). Ties still round away from zero where the float definition
-    rounds to even. Raises ValueError when ``real`` is too small for a non-zero ``m``.
+    rounds to even. A ``real`` below 2^-32 gives (0, 0), like TFLite's flush: ``x * real`` rounds to 0
+    for every int32 ``x`` (dead channels of real models have such scales).
     """
-    if not (real > 0.0) or real != real:
-        raise ValueError(f"requantisation multiplier {real!r} must be positive and finite")
+    if not (real >= 0.0) or real != real or real == float("inf"):
+        raise ValueError(f"requantisation multiplier {real!r} must be non-negative and finite")
     if real >= 0.5:
         return quantize_multiplier(real)
-    m = int(round(real * (1 << 31)))
-    if m < 1:
-        raise ValueError(f"requantisation multiplier {real!r} is below 2^-31")
-    return m, 0
+    return int(round(real * (1 << 31))), 0
 
 
 def float_rounding(cq: ConvQuant, input: QParams, weight: QParams, output: QParams) -> ConvQuant:

@@ -137,7 +137,10 @@ def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
     """Reads a pattern match (role -> matched expression) into an OpDesc; raises Unsupported."""
     if composite.startswith("npu.q"):  # integer composites (relay_ext/qpatterns.py)
         from .qpatterns import describe_quant
-        return describe_quant(composite, ann)
+        try:
+            return describe_quant(composite, ann)
+        except ValueError as e:  # tvm_npu.quant refuses parameters TFLite's kernels cannot represent
+            raise Unsupported(str(e)) from e
     root: relax.Call = ann["root"]
     op = root.op.name
     hard = "hs_add" in ann
