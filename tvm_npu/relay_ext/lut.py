@@ -186,6 +186,21 @@ class _Folder(relax.PyExprMutator):
         super().__init__(mod)
         self.var2val = var2val
         self.folded = 0
+        self.described: Dict[str, str] = {}  # quantize binding -> the operators its table replaces
+
+    def visit_var_binding_(self, binding):  # noqa: N802 - TVM's visitor naming
+        v = binding.value
+        if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.quantize":
+            region = _Region(self.var2val, [int(d) for d in v.ty.shape.values]) if v.ty.shape is not None else None
+            try:
+                if region is not None:
+                    with np.errstate(all="ignore"):
+                        region.eval(v.args[0], np.arange(-128, 128, dtype=np.int8))
+                    self.described[binding.var.name] = " + ".join(
+                        ["relax.dequantize"] + list(dict.fromkeys(reversed(region.ops))) + ["relax.quantize"])
+            except (_NotUnary, ValueError, TypeError, AttributeError):
+                pass
+        return super().visit_var_binding_(binding)
 
     def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
         if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize":
@@ -203,6 +218,7 @@ def FoldQuantizedLUTs(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 - a
     """Rewrites every quantised function of one int8 tensor into a 256-entry table lookup."""
     folded = 0
     mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)  # never mutate the caller's module
+    described: Dict[str, str] = {}
     for gv, fn in list(mod.functions.items()):
         if not isinstance(fn, relax.Function) or (fn.attrs is not None and "Composite" in fn.attrs):
             continue
@@ -211,7 +227,14 @@ def FoldQuantizedLUTs(mod: tvm.IRModule, ctx) -> tvm.IRModule:  # noqa: N802 - a
         if folder.folded:
             mod[gv] = new
             folded += folder.folded
-    return relax.transform.DeadCodeElimination()(mod) if folded else mod
+            described.update(folder.described)
+    if not folded:
+        return mod
+    mod = relax.transform.DeadCodeElimination()(mod)
+    return mod.with_attr(LUT_ATTR, described)  # for the report: what each table replaced
+
+
+LUT_ATTR = "tvm_npu.lut_folds"
 
 
 @relax.expr_functor.mutator

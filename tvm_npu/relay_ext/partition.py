@@ -24,7 +24,7 @@ from tvm import relax
 
 from ..config import NPUConfig
 from . import patterns as pt
-from .lut import FoldQuantizedLUTs, SplitSharedDequantize
+from .lut import LUT_ATTR, FoldQuantizedLUTs, SplitSharedDequantize
 from .fold import FoldWithNumpy
 from .rewrites import ElementwiseTIRToRelax
 
@@ -285,7 +285,9 @@ def _placements(early: tvm.IRModule, folded: tvm.IRModule, fused: tvm.IRModule,
     label = {**labels(early), **labels(folded)}
     in_folded = {v for v, _ in _main_calls(folded)}
     quant_vars = {v for name, group in state.groups if name.startswith("npu.q") for v in group}
-    calls = [(v, op) for v, op in _main_calls(early) if v in in_folded or v in quant_vars]
+    folds = dict(early.attrs[LUT_ATTR]) if early.attrs is not None and LUT_ATTR in early.attrs else {}
+    calls = [(v, f"lut[{folds[v.name]}]" if op == "relax.take" and v.name in folds else op)
+             for v, op in _main_calls(early) if v in in_folded or v in quant_vars]
     seen = {v for v, _ in calls}
     calls += [(v, op) for v, op in _main_calls(folded) if v not in seen]
     out = []
