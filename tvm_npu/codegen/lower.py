@@ -502,6 +502,11 @@ class Lowerer:
         self._finish(steps)
 
     def pool(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:
+        """Max / average pooling through TensorIR (tir_schedules/vector.py:pool_schedule). The tile
+        (`rows` output rows x `tc` channels, the largest double-buffered tiles that fit ACT) is the
+        schedule's split; the input tile is loaded without its halo, which `vpool` clips instead."""
+        from ..tir_schedules.vector import pool_schedule
+
         at = desc.attrs
         ax = P.LAYOUT_AXES[at["layout"]]
         xs, os_ = x.shape, out.shape
@@ -509,7 +514,6 @@ class Lowerer:
         oh, ow = os_[ax[1]], os_[ax[2]]
         kh, kw = at["pool_size"]
         sh, sw = at["strides"]
-        pt, pl = at["padding"][0], at["padding"][1]
         cap = self.config.act_sram_bytes
 
         def need(rows: int, tc: int) -> int:  # double-buffered input and output tiles
@@ -523,28 +527,41 @@ class Lowerer:
         rows = 1
         while rows < oh and need(rows + 1, tc) <= cap:
             rows += 1
+        try:
+            sch, valid = pool_schedule(desc, tuple(xs), tuple(os_), rows, tc, self.double_buffer)
+        except Unsupported:
+            raise
+        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+        events = _vector_events(sch, valid)
+        params = {"X": x, "store": out}
         alloc = SramAllocator(self.config)
-        in_slots = self._slots(alloc, Space.ACT, (1, min(h, (rows - 1) * sh + kh), w, tc), F16, "input")
+        in_buf = next(ev.buffer for ev in events if ev.kind == "load")
+        out_buf = next(ev.buffer for ev in events if ev.kind == "compute" and ev.intrin == "res")
+        in_shape = (1, min(h, (rows - 1) * sh + kh), w, tc)
+        in_slots = self._slots(alloc, Space.ACT, in_shape, F16, "input")
         out_slots = self._slots(alloc, Space.ACT, (1, rows, ow, tc), F16, "output")
         mode = PoolMode.MAX if at["mode"] == "max" else PoolMode.AVG
-        steps = []
-        rank = 0
-        for b in range(n):
-            for c0 in range(0, c, tc):
-                tcc = min(tc, c - c0)
-                for y0 in range(0, oh, rows):
-                    ty = min(rows, oh - y0)
-                    r0 = y0 * sh - pt
-                    r1 = (y0 + ty - 1) * sh - pt + kh
-                    lo, hi = max(r0, 0), min(r1, h)
-                    a = _at(self._slot(in_slots, rank), (1, hi - lo, w, tcc))
-                    o = _at(self._slot(out_slots, rank), (1, ty, ow, tcc))
-                    steps.append(Step(
-                        loads=[_load(a, x.view(ax, {ax[0]: b, ax[1]: lo, ax[3]: c0}))],
-                        computes=[Instr.make("vpool", a=a, o=o, mode=int(mode), kh=kh, kw=kw, stride_h=sh,
-                                             stride_w=sw, pad_top=lo - r0, pad_left=pl)],
-                        stores=[Instr.make("dma.store", src=o, dst=out.view(ax, {ax[0]: b, ax[1]: y0, ax[3]: c0}))]))
-                    rank += 1
+        steps: List[Step] = []
+        rank = {in_buf: 0, out_buf: 0}
+        step, a, pads = None, None, (0, 0, 0, 0)
+        for ev in events:
+            if ev.kind == "load":
+                step = Step()
+                steps.append(step)
+                pads = ev.pads
+                # the tile without its halo: vpool clips its windows at the input's edges
+                shape = (1, ev.shape[1] - pads[0] - pads[1], ev.shape[2] - pads[2] - pads[3], ev.shape[3])
+                a = _at(self._slot(in_slots, rank[in_buf]), shape)
+                rank[in_buf] += 1
+                step.loads.append(_load(a, params[ev.param].view(ev.axes, dict(ev.start))))
+            elif ev.kind == "compute" and ev.intrin == "res":
+                o = _at(self._slot(out_slots, rank[out_buf]), ev.shape)
+                rank[out_buf] += 1
+                step.computes.append(Instr.make("vpool", a=a, o=o, mode=int(mode), kh=kh, kw=kw, stride_h=sh,
+                                                stride_w=sw, pad_top=pads[0], pad_left=pads[2]))
+            elif ev.kind == "store":
+                step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
         self._finish(steps)
 
 

@@ -94,3 +94,78 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
 
 def tile_shape(shape4: Sequence[int], rows: int, cols: int) -> List[int]:
     return [1, min(rows, shape4[1]), min(cols, shape4[2]), shape4[3]]
+
+
+def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, ...], rows: int, tc: int,
+                  double_buffer: bool = True):
+    """Max / average pooling (windows clipped to the input, TFLite and ONNX `count_include_pad=0`
+    semantics) on NHWC tiles of `rows` output rows x `tc` channels: the input stage holds the halo
+    (the walker reports it; `vpool` clips its windows instead of the DMA padding), the window
+    reduction is the `pool` block, the store writes the DRAM layout. Memoised."""
+    from ..codegen import plans as P
+
+    at = desc.attrs
+    key = ("pool", str(sorted((k, str(v)) for k, v in at.items())), x_shape, out_shape, rows, tc, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    ax = P.LAYOUT_AXES[at["layout"]]
+    n, h, w, c = (x_shape[a] for a in ax)
+    oh, ow = out_shape[ax[1]], out_shape[ax[2]]
+    kh, kw = at["pool_size"]
+    sh, sw = at["strides"]
+    pt, pl, pb, pr = at["padding"] if len(at["padding"]) == 4 else (*at["padding"], *at["padding"])
+    ohp, cp = -(-oh // rows) * rows, -(-c // tc) * tc
+    xh, xw = (ohp - 1) * sh + kh, w + pl + pr
+    X = te.placeholder(tuple(x_shape), "float16", name="X")
+
+    def x_at(b, hh, ww, cc):
+        idx = [None] * 4
+        idx[ax[0]], idx[ax[1]], idx[ax[2]], idx[ax[3]] = b, hh - pt, ww - pl, cc
+        return X[tuple(idx)]
+
+    inb = lambda hh, ww, cc: tirx.all(hh >= pt, hh < pt + h, ww >= pl, ww < pl + w, cc < c)  # noqa: E731
+    xp = te.compute((n, xh, xw, cp), lambda b, hh, ww, cc: tirx.if_then_else(
+        inb(hh, ww, cc), x_at(b, hh, ww, cc), tirx.const(0, "float16")), name="xp")
+    ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
+
+    def tap(b, y, x_, cc):
+        return inb(y * sh + ky, x_ * sw + kx, cc)
+    if at["mode"] == "max":
+        pool = te.compute((n, ohp, ow, cp), lambda b, y, x_, cc: te.max(tirx.if_then_else(
+            tap(b, y, x_, cc), xp[b, y * sh + ky, x_ * sw + kx, cc].astype("float32"),
+            tirx.const(-3.0e38, "float32")), axis=[ky, kx]), name="pool")
+    else:
+        def count(y, x_):  # taps of the window inside the input
+            rh = tirx.min(y * sh + kh, pt + h) - tirx.max(y * sh, pt)
+            rw = tirx.min(x_ * sw + kw, pl + w) - tirx.max(x_ * sw, pl)
+            return (rh * rw).astype("float32")
+        pool = te.compute((n, ohp, ow, cp), lambda b, y, x_, cc: te.sum(tirx.if_then_else(
+            tap(b, y, x_, cc), xp[b, y * sh + ky, x_ * sw + kx, cc].astype("float32") / count(y, x_),
+            tirx.const(0.0, "float32")), axis=[ky, kx]), name="pool")
+    res = te.compute((n, oh, ow, c), lambda *i: pool[i].astype("float16"), name="res")
+
+    def store(*i):
+        return res[i[ax[0]], i[ax[1]], i[ax[2]], i[ax[3]]]
+    out = te.compute(tuple(out_shape), store, name="store")
+    func = te.create_prim_func([X, out])
+    sch = s_tir.Schedule(func)
+    pb_ = sch.get_sblock("pool")
+    b_, y, x_, cc, kyl, kxl = sch.get_loops(pb_)
+    c_o, c_i = sch.split(cc, [None, tc])
+    y_o, y_i = sch.split(y, [None, rows])
+    sch.reorder(b_, c_o, y_o, y_i, x_, c_i, kyl, kxl)
+    rb = sch.get_sblock("res")
+    sch.set_scope(pb_, 0, ACT)
+    xc = sch.cache_read(pb_, 0, ACT)
+    sch.compute_at(xc, y_o)
+    sch.compute_inline(sch.get_sblock("xp"))
+    sch.reverse_compute_at(rb, y_o)
+    sch.set_scope(rb, 0, ACT)
+    sch.reverse_compute_at(sch.get_sblock("store"), y_o)
+    if double_buffer:
+        for blk in (xc, rb):
+            sch.annotate(blk, "double_buffer_scope", 0)
+    used_h = (oh - 1) * sh + kh
+    valid = {"xp": (n, min(xh, used_h), xw, c), "pool": (n, oh, ow, c), "res": (n, oh, ow, c)}
+    _CACHE[key] = (sch, valid)
+    return _CACHE[key]
