@@ -418,6 +418,10 @@ class Lowerer:
         self._finish(steps)
 
     def mean(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:
+        """Mean over adjacent axes through TensorIR (tir_schedules/vector.py:mean_schedule): vreduce
+        SUM into ACC, multiply by 1/count, one rounding to fp16."""
+        from ..tir_schedules.vector import mean_schedule
+
         shape = x.shape
         axes = desc.attrs["axis"]
         axes = tuple(range(len(shape))) if axes is None else tuple(sorted(a % len(shape) for a in axes))
@@ -426,44 +430,46 @@ class Lowerer:
         outer = math.prod(shape[:axes[0]])
         red = math.prod(shape[axes[0]:axes[-1] + 1])
         inner = math.prod(shape[axes[-1] + 1:])
-        x3 = DramTensor(x.region, x.offset, (outer, red, inner), x.dtype)
-        o2 = DramTensor(out.region, out.offset, (outer, inner), out.dtype)
-        alloc = SramAllocator(self.config)
         per = sram_bytes((1, 1, red, inner), F16) if inner > 1 else sram_bytes((1, 1, 1, red), F16)
         budget = (self.config.act_sram_bytes - 1024) // (2 * per + 64)
         if budget < 1:
             raise Unsupported(f"a mean over {red} x {inner} elements does not fit ACT")
         to = min(outer, budget)
-        if inner > 1:
-            in_shape, red_axis, o_shape = (1, to, red, inner), 2, (1, to, 1, inner)
-            view_axes = (None, 0, 1, 2)
-        else:
-            in_shape, red_axis, o_shape = (1, 1, to, red), 3, (1, 1, to, 1)
-            view_axes = (None, None, 0, 1)
+        try:
+            sch, valid = mean_schedule(outer, red, inner, to, self.double_buffer)
+        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+        events = _vector_events(sch, valid)
+        view = (outer, red, inner) if inner > 1 else (outer, red)
+        params = {"X": DramTensor(x.region, x.offset, view, x.dtype),
+                  "store": DramTensor(out.region, out.offset, (outer, 1, inner) if inner > 1 else (outer, 1),
+                                      out.dtype)}
+        red_axis = 2 if inner > 1 else 3
+        alloc = SramAllocator(self.config)
+        in_shape, o_shape = ((1, to, red, inner), (1, to, 1, inner)) if inner > 1 else ((1, 1, to, red), (1, 1, to, 1))
         in_slots = self._slots(alloc, Space.ACT, in_shape, F16, "input")
         out_slots = self._slots(alloc, Space.ACT, o_shape, F16, "output")
         acc = alloc.alloc(Space.ACC, o_shape, F32, "sum")
         scale = alloc.alloc(Space.ACC, (1, 1, 1, 1), F32, "1/count")
         scale_c = self.consts.tensor(np.array([1.0 / red]), F32)
-        steps = []
-        for rank, r0 in enumerate(range(0, outer, to)):
-            t = min(to, outer - r0)
-            ish = (1, t, red, inner) if inner > 1 else (1, 1, t, red)
-            osh = (1, t, 1, inner) if inner > 1 else (1, 1, t, 1)
-            a = _at(self._slot(in_slots, rank), ish)
-            o = _at(self._slot(out_slots, rank), osh)
-            s = _at(acc, osh)
-            src = x3.view(view_axes, {0: r0}) if inner > 1 else \
-                DramTensor(x.region, x.offset, (outer, red), x.dtype).view(view_axes, {0: r0})
-            dst = o2.view((None, 0, None, 1), {0: r0}) if inner > 1 else o2.view((None, None, 0, 1), {0: r0})
-            loads = [_load(a, src)]
-            if rank == 0:
-                loads.insert(0, _load(scale, scale_c.view((None, None, None, 0))))
-            steps.append(Step(loads=loads, computes=[
-                Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis),
-                _binop("vmul", s, scale, s),
-                Instr.make("vrequant", a=s, o=o)],
-                stores=[Instr.make("dma.store", src=o, dst=dst)]))
+        steps: List[Step] = []
+        rank = 0
+        a = s = None
+        for ev in events:
+            if ev.kind == "load":
+                step = Step(loads=[_load(scale, scale_c.view((None, None, None, 0)))] if not steps else [])
+                steps.append(step)
+                a = _at(self._slot(in_slots, rank), ev.shape)
+                step.loads.append(_load(a, params[ev.param].view(ev.axes, dict(ev.start))))
+            elif ev.kind == "compute" and ev.intrin == "msum":
+                s = _at(acc, ev.shape)
+                step.computes.append(Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis))
+            elif ev.kind == "compute" and ev.intrin == "res":
+                o = _at(self._slot(out_slots, rank), ev.shape)
+                step.computes += [_binop("vmul", s, scale, s), Instr.make("vrequant", a=s, o=o)]
+            elif ev.kind == "store":
+                step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
+                rank += 1
         self._finish(steps)
 
     def concat(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:

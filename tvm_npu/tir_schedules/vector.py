@@ -169,3 +169,39 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
     valid = {"xp": (n, min(xh, used_h), xw, c), "pool": (n, oh, ow, c), "res": (n, oh, ow, c)}
     _CACHE[key] = (sch, valid)
     return _CACHE[key]
+
+
+def mean_schedule(outer: int, red: int, inner: int, tile: int, double_buffer: bool = True):
+    """Mean over the middle axis of an (outer, red, inner) view (inner == 1: an (outer, red) view, so
+    the reduced axis is SRAM's channel axis): `msum` sums in fp32 into ACC, `res` scales by 1/red and
+    rounds to fp16 in ACT; `tile` outer rows per tile. Memoised."""
+    key = ("mean", outer, red, inner, tile, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    r = te.reduce_axis((0, red), "r")
+    if inner > 1:
+        X = te.placeholder((outer, red, inner), "float16", name="X")
+        msum = te.compute((outer, 1, inner), lambda o, z, i: te.sum(X[o, r, i].astype("float32"), axis=r),
+                          name="msum")
+    else:
+        X = te.placeholder((outer, red), "float16", name="X")
+        msum = te.compute((outer, 1), lambda o, z: te.sum(X[o, r].astype("float32"), axis=r), name="msum")
+    res = te.compute(msum.shape, lambda *i: (msum[i] * tirx.const(1.0 / red, "float32")).astype("float16"),
+                     name="res")
+    store = te.compute(msum.shape, lambda *i: res[i], name="store")
+    sch = s_tir.Schedule(te.create_prim_func([X, store]))
+    mb = sch.get_sblock("msum")
+    loops = sch.get_loops(mb)
+    o_o, o_i = sch.split(loops[0], [None, tile])
+    sch.set_scope(mb, 0, ACC)
+    xc = sch.cache_read(mb, 0, ACT)
+    sch.compute_at(xc, o_o)
+    rb = sch.get_sblock("res")
+    sch.set_scope(rb, 0, ACT)
+    sch.reverse_compute_at(rb, o_o)
+    sch.reverse_compute_at(sch.get_sblock("store"), o_o)
+    if double_buffer:
+        for blk in (xc, rb):
+            sch.annotate(blk, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
