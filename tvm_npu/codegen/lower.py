@@ -373,6 +373,11 @@ class Lowerer:
         self._finish(steps)
 
     def softmax(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:
+        """Softmax over the last axis through TensorIR (tir_schedules/vector.py:softmax_schedule): the
+        scheduled blocks mx / e / se / out become vreduce MAX, vsub + exp, vreduce SUM + reciprocal,
+        vmul, on row tiles that fit ACT."""
+        from ..tir_schedules.vector import softmax_schedule
+
         shape = x.shape
         axis = desc.attrs["axis"] % len(shape)
         if axis != len(shape) - 1:
@@ -388,6 +393,12 @@ class Lowerer:
         if budget < 1:
             raise Unsupported(f"a softmax row of {length} does not fit ACT")
         tr = min(rows, budget)
+        try:
+            sch, valid = softmax_schedule(rows, length, "float32" if wide else "float16", tr, self.double_buffer)
+        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+        events = _vector_events(sch, valid)
+        params = {"X": x2, "store": o2}
         alloc = SramAllocator(self.config)
         in_slots = self._slots(alloc, Space.ACT, (1, 1, tr, length), F16, "input")
         out_slots = self._slots(alloc, Space.ACT, (1, 1, tr, length), F16, "output")
@@ -397,24 +408,31 @@ class Lowerer:
         if wide:
             in_slots = self._slots(alloc, Space.ACC, (1, 1, tr, length), F32, "fp32 input")
             mx = alloc.alloc(Space.ACC, (1, 1, tr, 1), F32, "fp32 row max")
-        steps = []
-        for rank, r0 in enumerate(range(0, rows, tr)):
-            t = min(tr, rows - r0)
-            a = _at(self._slot(in_slots, rank), (1, 1, t, length))
-            o = _at(self._slot(out_slots, rank), (1, 1, t, length))
-            m, s, r = _at(mx, (1, 1, t, 1)), _at(total, (1, 1, t, 1)), _at(rec16, (1, 1, t, 1))
-            shift = [Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3), _binop("vsub", a, m, a),
-                     Instr.make("vrequant", a=a, o=o)] if wide else \
-                [Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3), _binop("vsub", a, m, o)]
-            steps.append(Step(
-                loads=[_load(a, x2.view((None, None, 0, 1), {0: r0}))],
-                computes=shift + [
-                          Instr.make("vfunc", a=o, o=o, func=int(Func.EXP)),
-                          Instr.make("vreduce", a=o, o=s, mode=int(ReduceMode.SUM), axis=3),
-                          Instr.make("vfunc", a=s, o=s, func=int(Func.RECIPROCAL)),
-                          Instr.make("vcvt", a=s, o=r),
-                          _binop("vmul", o, r, o)],
-                stores=[Instr.make("dma.store", src=o, dst=o2.view((None, None, 0, 1), {0: r0}))]))
+        steps: List[Step] = []
+        rank = 0
+        for ev in events:
+            if ev.kind == "load":
+                t = ev.shape[2]
+                a = _at(self._slot(in_slots, rank), (1, 1, t, length))
+                o = _at(self._slot(out_slots, rank), (1, 1, t, length))
+                m, s, r = _at(mx, (1, 1, t, 1)), _at(total, (1, 1, t, 1)), _at(rec16, (1, 1, t, 1))
+                step = Step(loads=[_load(a, params[ev.param].view(ev.axes, dict(ev.start)))])
+                steps.append(step)
+            elif ev.kind == "compute" and ev.intrin == "mx":
+                step.computes.append(Instr.make("vreduce", a=a, o=m, mode=int(ReduceMode.MAX), axis=3))
+            elif ev.kind == "compute" and ev.intrin == "e":
+                step.computes += ([_binop("vsub", a, m, a), Instr.make("vrequant", a=a, o=o)] if wide else
+                                  [_binop("vsub", a, m, o)])
+                step.computes.append(Instr.make("vfunc", a=o, o=o, func=int(Func.EXP)))
+            elif ev.kind == "compute" and ev.intrin == "se":
+                step.computes += [Instr.make("vreduce", a=o, o=s, mode=int(ReduceMode.SUM), axis=3),
+                                  Instr.make("vfunc", a=s, o=s, func=int(Func.RECIPROCAL)),
+                                  Instr.make("vcvt", a=s, o=r)]
+            elif ev.kind == "compute" and ev.intrin == "out":
+                step.computes.append(_binop("vmul", o, r, o))
+            elif ev.kind == "store":
+                step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
+                rank += 1
         self._finish(steps)
 
     def mean(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:

@@ -205,3 +205,37 @@ def mean_schedule(outer: int, red: int, inner: int, tile: int, double_buffer: bo
             sch.annotate(blk, "double_buffer_scope", 0)
     _CACHE[key] = (sch, {})
     return _CACHE[key]
+
+
+def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffer: bool = True):
+    """Softmax over the last axis of a (rows, length) view: `mx` (row maximum), `e` = exp(x - mx),
+    `se` (row sum, fp32 in ACC), `out` = e * (1 / se); `tile` rows per tile. A float32 input stays fp32
+    until the maximum is subtracted (large offsets would lose their low bits in fp16). Memoised."""
+    key = ("softmax", rows, length, dtype, tile, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    X = te.placeholder((rows, length), dtype, name="X")
+    j = te.reduce_axis((0, length), "j")
+    mx = te.compute((rows, 1), lambda i, z: te.max(X[i, j], axis=j), name="mx")
+    e = te.compute((rows, length), lambda i, k: tirx.exp((X[i, k] - mx[i, 0]).astype("float16")), name="e")
+    j2 = te.reduce_axis((0, length), "j2")
+    se = te.compute((rows, 1), lambda i, z: te.sum(e[i, j2].astype("float32"), axis=j2), name="se")
+    out = te.compute((rows, length), lambda i, k: e[i, k] * (tirx.const(1.0, "float32") / se[i, 0]).astype("float16"),
+                     name="out")
+    store = te.compute((rows, length), lambda i, k: out[i, k], name="store")
+    sch = s_tir.Schedule(te.create_prim_func([X, store]))
+    ob = sch.get_sblock("out")
+    i_o, i_i = sch.split(sch.get_loops(ob)[0], [None, tile])
+    sch.set_scope(ob, 0, ACT)
+    for name, scope in (("se", ACC), ("e", ACT), ("mx", ACC if dtype == "float32" else ACT)):
+        blk = sch.get_sblock(name)
+        sch.set_scope(blk, 0, scope)
+        sch.compute_at(blk, i_o)
+    xc = sch.cache_read(sch.get_sblock("mx"), 0, ACC if dtype == "float32" else ACT)
+    sch.compute_at(xc, i_o)
+    sch.reverse_compute_at(sch.get_sblock("store"), i_o)
+    if double_buffer:
+        for blk in (xc, ob):
+            sch.annotate(blk, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
