@@ -491,38 +491,53 @@ class Lowerer:
         self._finish(steps)
 
     def concat(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
-        """Copies each input's rows into its place in the output. The tile goes through the vector
-        unit (a vcvt copy into an output slot): storing straight from the load slot would let the
-        load two tiles later overwrite it before the store has read it (the slot-free token comes
-        from the compute queue, not from the store)."""
+        """Copies each input's rows into its place in the output, through TensorIR
+        (tir_schedules/vector.py:concat_schedule). The tile goes through the vector unit (a vcvt copy
+        into an output slot): storing straight from the load slot would let the load two tiles later
+        overwrite it before the store has read it (the slot-free token comes from the compute queue,
+        not from the store)."""
+        from ..tir_schedules.vector import concat_schedule
+
         axis = desc.attrs["axis"] % len(out.shape)
-        steps: List[Step] = []
-        alloc = SramAllocator(self.config)
         rank_pad = 4 - len(out.shape)
         o4 = DramTensor(out.region, out.offset, _pad4(out.shape), out.dtype)
         a4 = axis + rank_pad
         row = sram_bytes((1, 1, 1, o4.shape[3]), F16)
         budget = (self.config.act_sram_bytes - 64) // (4 * row)
-        in_slots = out_slots = None
-        offset = 0
+        ins4 = [DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype) for t in ins]
+        tiles = []
+        for t4 in ins4:
+            tl = list(self._row_tiles(t4.shape, 4 * row))
+            tiles.append((max(x[2] for x in tl), max(x[4] for x in tl)))
+        try:
+            sch, valid = concat_schedule([t.shape for t in ins4], tiles, self.double_buffer)
+        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+        events = _vector_events(sch, valid)
+        offsets, off = [], 0
+        for t4 in ins4:
+            offsets.append(off)
+            off += t4.shape[a4]
+        params = {f"in{k}": t for k, t in enumerate(ins4)}
+        alloc = SramAllocator(self.config)
+        shape = (1, max(t[0] for t in tiles), min(o4.shape[2], budget), o4.shape[3])
+        in_slots = self._slots(alloc, Space.ACT, shape, F16, "copy in")
+        out_slots = self._slots(alloc, Space.ACT, shape, F16, "copy out")
+        steps: List[Step] = []
         rank = 0
-        for t in ins:
-            t4 = DramTensor(t.region, t.offset, _pad4(t.shape), t.dtype)
-            tiles = list(self._row_tiles(t4.shape, 4 * row))
-            if in_slots is None:
-                shape = (1, max(x[2] for x in tiles) if tiles else 1, min(o4.shape[2], budget), o4.shape[3])
-                in_slots = self._slots(alloc, Space.ACT, shape, F16, "copy in")
-                out_slots = self._slots(alloc, Space.ACT, shape, F16, "copy out")
-            for i0, j1, t1, j2, t2 in tiles:
-                buf = _at(self._slot(in_slots, rank), (1, t1, t2, t4.shape[3]))
-                dst = _at(self._slot(out_slots, rank), (1, t1, t2, t4.shape[3]))
-                start_o = {0: i0, 1: j1, 2: j2}
-                start_o[a4] = start_o.get(a4, 0) + offset
-                steps.append(Step(loads=[_load(buf, t4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2}))],
-                                  computes=[Instr.make("vcvt", a=buf, o=dst)],
-                                  stores=[Instr.make("dma.store", src=dst, dst=o4.view((0, 1, 2, 3), start_o))]))
+        for ev in events:
+            if ev.kind == "load":
+                buf = _at(self._slot(in_slots, rank), ev.shape)
+                step = Step(loads=[_load(buf, params[ev.param].view(ev.axes, dict(ev.start)))])
+                steps.append(step)
+            elif ev.kind == "compute":
+                dst = _at(self._slot(out_slots, rank), ev.shape)
+                step.computes.append(Instr.make("vcvt", a=buf, o=dst))
+            elif ev.kind == "store":  # store<k> writes input k's place: shift its start along the axis
+                k = int(ev.param[len("store"):])
+                start = {d: v + (offsets[k] if d == a4 else 0) for d, v in ev.start}
+                step.stores.append(Instr.make("dma.store", src=dst, dst=o4.view(ev.axes, start)))
                 rank += 1
-            offset += t4.shape[a4]
         self._finish(steps)
 
     def pool(self, desc: OpDesc, x: DramTensor, out: DramTensor) -> None:

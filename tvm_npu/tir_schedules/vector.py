@@ -239,3 +239,38 @@ def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffe
             sch.annotate(blk, "double_buffer_scope", 0)
     _CACHE[key] = (sch, {})
     return _CACHE[key]
+
+
+def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int, int]], double_buffer: bool = True):
+    """Concatenation as one PrimFunc with a copy per input: input k (4-D) is cache-read into ACT at
+    its tile loop (`tiles[k]` = rows of dims 1 and 2 per tile), copied by the vector unit (`cp<k>`,
+    so the store never reads the slot the next load fills) and stored by `store<k>`, whose output is
+    the input's place in the concatenated tensor (the code generator offsets it). Memoised."""
+    key = ("concat", tuple(map(tuple, shapes)), tuple(map(tuple, tiles)), double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    ins = [te.placeholder(s, "float16", name=f"in{k}") for k, s in enumerate(shapes)]
+    cps = [te.compute(t.shape, _ident(t), name=f"cp{k}") for k, t in enumerate(ins)]
+    stores = [te.compute(c.shape, _ident(c), name=f"store{k}") for k, c in enumerate(cps)]
+    sch = s_tir.Schedule(te.create_prim_func(ins + stores))
+    annotate = []
+    for k, (t1, t2) in enumerate(tiles):
+        cb = sch.get_sblock(f"cp{k}")
+        i0, i1, i2, i3 = sch.get_loops(cb)
+        i1o, i1i = sch.split(i1, [None, t1])
+        i2o, i2i = sch.split(i2, [None, t2])
+        sch.reorder(i0, i1o, i2o, i1i, i2i, i3)
+        sch.set_scope(cb, 0, ACT)
+        xc = sch.cache_read(cb, 0, ACT)
+        sch.compute_at(xc, i2o)
+        sch.reverse_compute_at(sch.get_sblock(f"store{k}"), i2o)
+        annotate += [xc, cb]
+    if double_buffer:
+        for blk in annotate:
+            sch.annotate(blk, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
+
+
+def _ident(t):
+    return lambda *i: t[i]
