@@ -195,36 +195,55 @@ def _qbinary(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor)
     whole_row = _cap(low, alloc, _n_slots(low) * 3)
     invariant = [o.shape[:3] == (1, 1, 1) and (o.shape[3] == 1 or row_stride(o4[3], I8) <= whole_row)
                  for o in ops]
-    const_loads, fixed = [], {}
-    for k, (o, inv) in enumerate(zip(ops, invariant)):
-        if inv:
-            buf = alloc.alloc(Space.ACT, (1, 1, 1, o.shape[3]), I8, f"operand {k}")
-            const_loads.append(_load(buf, o.view((0, 1, 2, 3))))
-            fixed[k] = buf
+    fixed = {k: alloc.alloc(Space.ACT, (1, 1, 1, o.shape[3]), I8, f"operand {k}")
+             for k, (o, inv) in enumerate(zip(ops, invariant)) if inv}
     n_var = sum(not i for i in invariant)
     cap = _cap(low, alloc, _n_slots(low) * (n_var + 1))
     tiles = list(_tiles(o4, cap))
+    tile = (max(t[2] for t in tiles), max(t[4] for t in tiles), max(t[6] for t in tiles))
     slots = {k: _byte_slots(low, alloc, cap, f"operand {k}") for k in range(2) if not invariant[k]}
     out_slots = _byte_slots(low, alloc, cap, "output")
+    params = {f"in{k}": o for k, o in enumerate(ops)}
+    params["store"] = out4
+    _emit_int_tiles(low, op, [tuple(o.shape) for o in ops], tuple(o4), tile, invariant, params, fixed, slots,
+                    out_slots, lambda a, o: Instr.make("v" + op, a=a[0], b=a[1], o=o, **fields))
+
+
+def _emit_int_tiles(low: Lowerer, kind: str, shapes, o4, tile, invariant, params, fixed, slots, out_slots,
+                    make) -> None:
+    """Schedules the integer tile kernel (tir_schedules/vector.py:int_tile_schedule) and emits the
+    walker's events: loads once (invariant operands, the table) or per tile, the vector instruction
+    `make(operands, out)` per tile, the store."""
+    from ..tir_schedules.vector import int_tile_schedule
+    from .lower import _vector_events
+
+    try:
+        sch, valid = int_tile_schedule(kind, shapes, o4, tile, invariant, low.double_buffer)
+    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
     steps: List[Step] = []
-    for rank, (i0, j1, t1, j2, t2, c0, tc) in enumerate(tiles):
-        step = Step(loads=list(const_loads) if rank == 0 else [])
-        srcs = []
-        for k, o in enumerate(ops):
-            s = o.shape
-            if invariant[k]:
-                srcs.append(fixed[k])
+    step, rank, current, first = None, 0, {}, []
+    for ev in _vector_events(sch, valid):
+        if ev.kind == "load":
+            k = int(ev.param[2:]) if ev.param.startswith("in") else ev.param
+            if k in fixed:  # once, with the first tile
+                current[k] = _at(fixed[k], ev.shape)
+                first.append(_load(current[k], params[ev.param].view(ev.axes, dict(ev.start))))
                 continue
-            dims = (1, t1 if s[1] > 1 else 1, t2 if s[2] > 1 else 1, tc if s[3] > 1 else 1)
-            buf = _at(low._slot(slots[k], rank), dims)
-            start = {0: i0 if s[0] > 1 else 0, 1: j1 if s[1] > 1 else 0, 2: j2 if s[2] > 1 else 0,
-                     3: c0 if s[3] > 1 else 0}
-            step.loads.append(_load(buf, o.view((0, 1, 2, 3), start)))
-            srcs.append(buf)
-        dst = _at(low._slot(out_slots, rank), (1, t1, t2, tc))
-        step.computes.append(Instr.make("v" + op, a=srcs[0], b=srcs[1], o=dst, **fields))
-        step.stores.append(Instr.make("dma.store", src=dst, dst=out4.view((0, 1, 2, 3), {0: i0, 1: j1, 2: j2, 3: c0})))
-        steps.append(step)
+            if step is None or step.stores:
+                step = Step(loads=first if not steps else [])
+                steps.append(step)
+            current[k] = _at(low._slot(slots[k], rank), ev.shape)
+            step.loads.append(_load(current[k], params[ev.param].view(ev.axes, dict(ev.start))))
+        elif ev.kind == "compute":
+            if step is None or step.stores:  # every operand invariant
+                step = Step(loads=first if not steps else [])
+                steps.append(step)
+            o = _at(low._slot(out_slots, rank), ev.shape)
+            step.computes.append(make([current[k] for k in sorted(c for c in current if isinstance(c, int))], o))
+        elif ev.kind == "store":
+            step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
+            rank += 1
     low._finish(steps)
 
 
@@ -241,21 +260,17 @@ def _qlut(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) ->
         raise Unsupported("qlut quant must be {'table': int8[256]}")
     table = _table(desc.quant["table"], "qlut table")
     alloc = SramAllocator(low.config)
-    lut, lut_load = _load_table(low, alloc, table, "LUT")
+    lut = alloc.alloc(Space.ACT, (1, 1, 1, 256), I8, "LUT")
     shape4 = _pad4(_fold(x.shape))
     x4, o4 = _as(x, shape4), _as(out, shape4)
     cap = _cap(low, alloc, 2 * _n_slots(low))
+    tiles = list(_tiles(shape4, cap))
+    tile = (max(t[2] for t in tiles), max(t[4] for t in tiles), max(t[6] for t in tiles))
     in_slots = _byte_slots(low, alloc, cap, "input")
     out_slots = _byte_slots(low, alloc, cap, "output")
-    steps = []
-    for rank, (i0, j1, t1, j2, t2, c0, tc) in enumerate(_tiles(shape4, cap)):
-        start = {0: i0, 1: j1, 2: j2, 3: c0}
-        a = _at(low._slot(in_slots, rank), (1, t1, t2, tc))
-        o = _at(low._slot(out_slots, rank), (1, t1, t2, tc))
-        steps.append(Step(loads=([lut_load] if rank == 0 else []) + [_load(a, x4.view((0, 1, 2, 3), start))],
-                          computes=[Instr.make("vlut", a=a, o=o, lut_addr=lut.addr)],
-                          stores=[Instr.make("dma.store", src=o, dst=o4.view((0, 1, 2, 3), start))]))
-    low._finish(steps)
+    params = {"in0": x4, "T": low.consts.tensor(table, I8), "store": o4}
+    _emit_int_tiles(low, "lut", [tuple(shape4)], tuple(shape4), tile, [False], params, {"T": lut}, {0: in_slots},
+                    out_slots, lambda a, o: Instr.make("vlut", a=a[0], o=o, lut_addr=lut.addr))
 
 
 # ---- qconcat ------------------------------------------------------------------------------------

@@ -274,3 +274,52 @@ def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int
 
 def _ident(t):
     return lambda *i: t[i]
+
+
+def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: Tuple[int, ...],
+                      tile: Tuple[int, int, int], invariant: Sequence[bool], double_buffer: bool = True):
+    """Integer vector operators on 4-D int8 tiles of (dim-1 rows, dim-2 rows, channels) = `tile`:
+    `kind` "lut" (one operand and a 256-entry table, `table[x + 128]`) or "add" / "sub" / "mul"
+    (two operands with broadcasting; the vector unit's TFLite arithmetic is the `npu.q<op>`
+    intrinsic, its fields come from tvm_npu.quant). Operands marked `invariant` (the same for every
+    tile: a per-channel vector, a scalar) and the table are cache-read once, outside the tile loops.
+    Memoised."""
+    key = ("int", kind, tuple(map(tuple, shapes)), tuple(out_shape), tuple(tile), tuple(invariant), double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    ins = [te.placeholder(s, "int8", name=f"in{k}") for k, s in enumerate(shapes)]
+
+    def at(t, shape, i):
+        return t[tuple(0 if shape[d] == 1 else i[d] for d in range(4))]
+
+    if kind == "lut":
+        table = te.placeholder((256,), "int8", name="T")
+        vec = te.compute(out_shape, lambda *i: table[ins[0][i].astype("int32") + 128], name="vec")
+        params = ins + [table]
+    else:
+        vec = te.compute(out_shape, lambda *i: tirx.call_pure_extern(
+            "int8", f"npu.q{kind}", at(ins[0], shapes[0], i), at(ins[1], shapes[1], i)), name="vec")
+        params = list(ins)
+    store = te.compute(out_shape, lambda *i: vec[i], name="store")
+    sch = s_tir.Schedule(te.create_prim_func(params + [store]))
+    vb = sch.get_sblock("vec")
+    i0, i1, i2, i3 = sch.get_loops(vb)
+    i1o, i1i = sch.split(i1, [None, tile[0]])
+    i2o, i2i = sch.split(i2, [None, tile[1]])
+    i3o, i3i = sch.split(i3, [None, tile[2]])
+    sch.reorder(i0, i1o, i2o, i3o, i1i, i2i, i3i)
+    sch.set_scope(vb, 0, ACT)
+    annotate = [vb]
+    names = [r.source.name for r in sch.get(vb).reads]
+    for name in [p.name for p in params]:  # cache each parameter; per-tile ones at the tile loop
+        c = sch.cache_read(vb, names.index(name), ACT)
+        k = int(name[2:]) if name.startswith("in") else None
+        if k is not None and not invariant[k]:
+            sch.compute_at(c, i3o)
+            annotate.append(c)
+    sch.reverse_compute_at(sch.get_sblock("store"), i3o)
+    if double_buffer:
+        for blk in annotate:
+            sch.annotate(blk, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
