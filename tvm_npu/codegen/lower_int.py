@@ -396,27 +396,33 @@ def _qpool(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -
     rows = 1
     while rows < oh and need(rows + 1, tc) <= cap:
         rows += 1
+    from ..tir_schedules.vector import pool_schedule
+    from .lower import _vector_events
+
+    try:
+        sch, valid = pool_schedule(desc, tuple(x.shape), tuple(out.shape), rows, tc, low.double_buffer, "int8")
+    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
     alloc = SramAllocator(low.config)
     in_slots = low._slots(alloc, Space.ACT, (1, min(h, (rows - 1) * sh + kh), w, tc), I8, "input")
     out_slots = low._slots(alloc, Space.ACT, (1, rows, ow, tc), I8, "output")
     pmode = int(PoolMode.MAX if mode == "max" else PoolMode.AVG)
-    steps = []
-    for b in range(n):
-        for c0 in range(0, c, tc):
-            tcc = min(tc, c - c0)
-            for y0 in range(0, oh, rows):
-                ty = min(rows, oh - y0)
-                r0 = y0 * sh - pt
-                r1 = (y0 + ty - 1) * sh - pt + kh
-                lo, hi = max(r0, 0), min(r1, h)
-                rank = len(steps)
-                a = _at(low._slot(in_slots, rank), (1, hi - lo, w, tcc))
-                o = _at(low._slot(out_slots, rank), (1, ty, ow, tcc))
-                steps.append(Step(
-                    loads=[_load(a, x.view(ax, {ax[0]: b, ax[1]: lo, ax[3]: c0}))],
-                    computes=[Instr.make("vpool", a=a, o=o, mode=pmode, kh=kh, kw=kw, stride_h=sh, stride_w=sw,
-                                         pad_top=lo - r0, pad_left=pl, act_min=act_min, act_max=act_max)],
-                    stores=[Instr.make("dma.store", src=o, dst=out.view(ax, {ax[0]: b, ax[1]: y0, ax[3]: c0}))]))
+    params = {"X": x, "store": out}
+    steps: List[Step] = []
+    for ev in _vector_events(sch, valid):  # the TensorIR tiles: load (halo clipped by vpool), pool, store
+        if ev.kind == "load":
+            rank = len(steps)
+            step = Step()
+            steps.append(step)
+            p = ev.pads
+            a = _at(low._slot(in_slots, rank), (1, ev.shape[1] - p[0] - p[1], ev.shape[2] - p[2] - p[3], ev.shape[3]))
+            step.loads.append(_load(a, params[ev.param].view(ev.axes, dict(ev.start))))
+        elif ev.kind == "compute" and ev.intrin == "res":
+            o = _at(low._slot(out_slots, rank), ev.shape)
+            step.computes.append(Instr.make("vpool", a=a, o=o, mode=pmode, kh=kh, kw=kw, stride_h=sh, stride_w=sw,
+                                            pad_top=p[0], pad_left=p[2], act_min=act_min, act_max=act_max))
+        elif ev.kind == "store":
+            step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
     low._finish(steps)
 
 

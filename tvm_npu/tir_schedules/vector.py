@@ -97,7 +97,7 @@ def tile_shape(shape4: Sequence[int], rows: int, cols: int) -> List[int]:
 
 
 def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, ...], rows: int, tc: int,
-                  double_buffer: bool = True):
+                  double_buffer: bool = True, dtype: str = "float16"):
     """Max / average pooling (windows clipped to the input, TFLite and ONNX `count_include_pad=0`
     semantics) on NHWC tiles of `rows` output rows x `tc` channels: the input stage holds the halo
     (the walker reports it; `vpool` clips its windows instead of the DMA padding), the window
@@ -105,7 +105,8 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
     from ..codegen import plans as P
 
     at = desc.attrs
-    key = ("pool", str(sorted((k, str(v)) for k, v in at.items())), x_shape, out_shape, rows, tc, double_buffer)
+    key = ("pool", str(sorted((k, str(v)) for k, v in at.items())), x_shape, out_shape, rows, tc, double_buffer,
+           dtype)
     if key in _CACHE:
         return _CACHE[key]
     ax = P.LAYOUT_AXES[at["layout"]]
@@ -116,7 +117,7 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
     pt, pl, pb, pr = at["padding"] if len(at["padding"]) == 4 else (*at["padding"], *at["padding"])
     ohp, cp = -(-oh // rows) * rows, -(-c // tc) * tc
     xh, xw = (ohp - 1) * sh + kh, w + pl + pr
-    X = te.placeholder(tuple(x_shape), "float16", name="X")
+    X = te.placeholder(tuple(x_shape), dtype, name="X")
 
     def x_at(b, hh, ww, cc):
         idx = [None] * 4
@@ -125,7 +126,7 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
 
     inb = lambda hh, ww, cc: tirx.all(hh >= pt, hh < pt + h, ww >= pl, ww < pl + w, cc < c)  # noqa: E731
     xp = te.compute((n, xh, xw, cp), lambda b, hh, ww, cc: tirx.if_then_else(
-        inb(hh, ww, cc), x_at(b, hh, ww, cc), tirx.const(0, "float16")), name="xp")
+        inb(hh, ww, cc), x_at(b, hh, ww, cc), tirx.const(0, dtype)), name="xp")
     ky, kx = te.reduce_axis((0, kh), "ky"), te.reduce_axis((0, kw), "kx")
 
     def tap(b, y, x_, cc):
@@ -142,7 +143,8 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
         pool = te.compute((n, ohp, ow, cp), lambda b, y, x_, cc: te.sum(tirx.if_then_else(
             tap(b, y, x_, cc), xp[b, y * sh + ky, x_ * sw + kx, cc].astype("float32") / count(y, x_),
             tirx.const(0.0, "float32")), axis=[ky, kx]), name="pool")
-    res = te.compute((n, oh, ow, c), lambda *i: pool[i].astype("float16"), name="res")
+    res = te.compute((n, oh, ow, c), lambda *i: (pool[i] if dtype == "float16" else tirx.round(pool[i]))
+                     .astype(dtype), name="res")
 
     def store(*i):
         return res[i[ax[0]], i[ax[1]], i[ax[2]], i[ax[3]]]
