@@ -309,29 +309,49 @@ def _qconcat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor)
             luts[key], ld = _load_table(low, alloc, arr, f"LUT {len(luts)}")
             const_loads.append(ld)
         per_input.append(luts[key])
+    from ..tir_schedules.vector import concat_schedule
+    from .lower import _vector_events
+
     pad = 4 - rank_
     o4 = _as(out, _pad4(out.shape))
     a4 = axis + pad
     cap = _cap(low, alloc, 2 * _n_slots(low))
     in_slots = _byte_slots(low, alloc, cap, "input")
     out_slots = _byte_slots(low, alloc, cap, "output")
+    ins4 = [_as(t, _pad4(t.shape)) for t in ins]
+    tiles = []
+    for t4 in ins4:
+        tl = list(_tiles(t4.shape, cap))
+        tiles.append((max(x[2] for x in tl), max(x[4] for x in tl), max(x[6] for x in tl)))
+    try:
+        sch, valid = concat_schedule([t.shape for t in ins4], tiles, low.double_buffer, "int8",
+                                     [lut is not None for lut in per_input])
+    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+    offsets, off = [], 0
+    for t4 in ins4:
+        offsets.append(off)
+        off += t4.shape[a4]
+    params = {f"in{k}": t for k, t in enumerate(ins4)}
     steps: List[Step] = []
-    offset = 0
-    for t, lut in zip(ins, per_input):
-        t4 = _as(t, _pad4(t.shape))
-        for i0, j1, t1, j2, t2, c0, tc in _tiles(t4.shape, cap):
+    for ev in _vector_events(sch, valid):  # the TensorIR tiles of each input: load, copy or lookup, store
+        if ev.kind == "load" and ev.param.startswith("T"):
+            continue  # the tables are loaded once, below
+        if ev.kind == "load":
+            k = int(ev.param[2:])
             rank = len(steps)
-            start = {0: i0, 1: j1, 2: j2, 3: c0}
-            start_o = dict(start)
-            start_o[a4] += offset
-            a = _at(low._slot(in_slots, rank), (1, t1, t2, tc))
-            o = _at(low._slot(out_slots, rank), (1, t1, t2, tc))
-            compute = (Instr.make("vlut", a=a, o=o, lut_addr=lut.addr) if lut is not None
-                       else Instr.make("vcvt", a=a, o=o))
-            steps.append(Step(loads=(list(const_loads) if rank == 0 else []) + [_load(a, t4.view((0, 1, 2, 3), start))],
-                              computes=[compute],
-                              stores=[Instr.make("dma.store", src=o, dst=o4.view((0, 1, 2, 3), start_o))]))
-        offset += t4.shape[a4]
+            a = _at(low._slot(in_slots, rank), ev.shape)
+            step = Step(loads=(list(const_loads) if rank == 0 else []) + [_load(a, params[ev.param].view(
+                ev.axes, dict(ev.start)))])
+            steps.append(step)
+        elif ev.kind == "compute":
+            o = _at(low._slot(out_slots, rank), ev.shape)
+            lut = per_input[k]
+            step.computes.append(Instr.make("vlut", a=a, o=o, lut_addr=lut.addr) if lut is not None
+                                 else Instr.make("vcvt", a=a, o=o))
+        elif ev.kind == "store":  # input k's place in the output: its start shifted along the axis
+            start = {d: v + (offsets[k] if d == a4 else 0) for d, v in ev.start}
+            step.stores.append(Instr.make("dma.store", src=o, dst=o4.view(ev.axes, start)))
     low._finish(steps)
 
 

@@ -243,29 +243,42 @@ def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffe
     return _CACHE[key]
 
 
-def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int, int]], double_buffer: bool = True):
+def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int, ...]], double_buffer: bool = True,
+                    dtype: str = "float16", tables: Sequence[bool] = ()):
     """Concatenation as one PrimFunc with a copy per input: input k (4-D) is cache-read into ACT at
     its tile loop (`tiles[k]` = rows of dims 1 and 2 per tile), copied by the vector unit (`cp<k>`,
     so the store never reads the slot the next load fills) and stored by `store<k>`, whose output is
     the input's place in the concatenated tensor (the code generator offsets it). Memoised."""
-    key = ("concat", tuple(map(tuple, shapes)), tuple(map(tuple, tiles)), double_buffer)
+    key = ("concat", tuple(map(tuple, shapes)), tuple(map(tuple, tiles)), double_buffer, dtype, tuple(tables))
     if key in _CACHE:
         return _CACHE[key]
-    ins = [te.placeholder(s, "float16", name=f"in{k}") for k, s in enumerate(shapes)]
-    cps = [te.compute(t.shape, _ident(t), name=f"cp{k}") for k, t in enumerate(ins)]
+    tables = list(tables) or [False] * len(shapes)
+    ins = [te.placeholder(s, dtype, name=f"in{k}") for k, s in enumerate(shapes)]
+    luts = [te.placeholder((256,), "int8", name=f"T{k}") if tb else None for k, tb in enumerate(tables)]
+    cps = [te.compute(t.shape, _ident(t) if lut is None else _lookup(lut, t), name=f"cp{k}")
+           for k, (t, lut) in enumerate(zip(ins, luts))]
     stores = [te.compute(c.shape, _ident(c), name=f"store{k}") for k, c in enumerate(cps)]
-    sch = s_tir.Schedule(te.create_prim_func(ins + stores))
+    sch = s_tir.Schedule(te.create_prim_func(ins + [lut for lut in luts if lut is not None] + stores))
     annotate = []
-    for k, (t1, t2) in enumerate(tiles):
+    for k, tile in enumerate(tiles):
         cb = sch.get_sblock(f"cp{k}")
         i0, i1, i2, i3 = sch.get_loops(cb)
-        i1o, i1i = sch.split(i1, [None, t1])
-        i2o, i2i = sch.split(i2, [None, t2])
-        sch.reorder(i0, i1o, i2o, i1i, i2i, i3)
+        i1o, i1i = sch.split(i1, [None, tile[0]])
+        i2o, i2i = sch.split(i2, [None, tile[1]])
+        inner = i2o
+        if len(tile) > 2:  # channel tiles too (int8 rows wider than a tile)
+            i3o, i3i = sch.split(i3, [None, tile[2]])
+            sch.reorder(i0, i1o, i2o, i3o, i1i, i2i, i3i)
+            inner = i3o
+        else:
+            sch.reorder(i0, i1o, i2o, i1i, i2i, i3)
         sch.set_scope(cb, 0, ACT)
-        xc = sch.cache_read(cb, 0, ACT)
-        sch.compute_at(xc, i2o)
-        sch.reverse_compute_at(sch.get_sblock(f"store{k}"), i2o)
+        names = [r.source.name for r in sch.get(cb).reads]
+        xc = sch.cache_read(cb, names.index(f"in{k}"), ACT)
+        if luts[k] is not None:  # the table: once, outside the tile loops
+            sch.cache_read(cb, [r.source.name for r in sch.get(cb).reads].index(f"T{k}"), ACT)
+        sch.compute_at(xc, inner)
+        sch.reverse_compute_at(sch.get_sblock(f"store{k}"), inner)
         annotate += [xc, cb]
     if double_buffer:
         for blk in annotate:
@@ -276,6 +289,10 @@ def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int
 
 def _ident(t):
     return lambda *i: t[i]
+
+
+def _lookup(table, t):
+    return lambda *i: table[t[i].astype("int32") + 128]
 
 
 def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: Tuple[int, ...],
