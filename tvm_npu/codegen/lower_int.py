@@ -512,43 +512,44 @@ def _qmean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -
     out_slots = low._slots(alloc, Space.ACT, o_shape, I8, "output")
     total = alloc.alloc(Space.ACC, o_shape, I32, "sum")
     part = alloc.alloc(Space.ACC, o_shape, I32, "partial sum") if chunks > 1 else None
-    x3 = _as(x, (outer, red, inner))
-    o2 = _as(out, (outer, inner))
+    from ..tir_schedules.vector import qmean_schedule
+    from .lower import _vector_events
+
+    try:
+        sch, valid = qmean_schedule(outer, red, inner, to, ti, rr, low.double_buffer)
+    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
+        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+    params = {"X": _as(x, (outer, red, inner) if inner > 1 else (outer, red)),
+              "store": _as(out, (outer, 1, inner) if inner > 1 else (outer, 1))}
     rq = dict(per_channel=0, mult=f["mult"], shift=f["shift"], params_addr=0, o_offset=f["o_offset"],
               act_min=f["act_min"], act_max=f["act_max"])
     steps: List[Step] = []
     n_out = 0
-    for o0 in range(0, outer, to):
-        t = min(to, outer - o0)
-        for i0 in range(0, inner, ti):
-            tii = min(ti, inner - i0)
-            osh = (1, t, 1, tii) if inner > 1 else (1, 1, t, 1)
-            s = _at(total, osh)
-            for k in range(chunks):
-                r0 = k * rr
-                rl = min(rr, red - r0)
-                rank = len(steps)
-                if inner > 1:
-                    a = _at(low._slot(in_slots, rank), (1, t, rl, tii))
-                    src = x3.view((None, 0, 1, 2), {0: o0, 1: r0, 2: i0})
-                else:
-                    a = _at(low._slot(in_slots, rank), (1, 1, t, rl))
-                    src = _as(x, (outer, red)).view((None, None, 0, 1), {0: o0, 1: r0})
-                step = Step(loads=([off_load] if rank == 0 else []) + [_load(a, src)])
-                if k == 0:
-                    step.computes.append(Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis))
-                else:
-                    p = _at(part, osh)
-                    step.computes += [Instr.make("vreduce", a=a, o=p, mode=int(ReduceMode.SUM), axis=red_axis),
-                                      Instr.make("vadd", a=s, b=p, o=s)]
-                if k == chunks - 1:
-                    o = _at(low._slot(out_slots, n_out), osh)
-                    dst = (o2.view((None, 0, None, 1), {0: o0, 1: i0}) if inner > 1
-                           else o2.view((None, None, 0, 1), {0: o0}))
-                    step.computes += [Instr.make("vadd", a=s, b=off, o=s), Instr.make("vrequant", a=s, o=o, **rq)]
-                    step.stores.append(Instr.make("dma.store", src=o, dst=dst))
-                    n_out += 1
-                steps.append(step)
+    first_chunk = True
+    for ev in _vector_events(sch, valid):  # per tile: zeroing, chunks (load + reduce), requantise, store
+        if ev.kind == "init":
+            first_chunk = True
+        elif ev.kind == "load":
+            rank = len(steps)
+            a = _at(low._slot(in_slots, rank), ev.shape)
+            step = Step(loads=([off_load] if rank == 0 else []) + [_load(a, params[ev.param].view(
+                ev.axes, dict(ev.start)))])
+            steps.append(step)
+        elif ev.kind == "compute" and ev.intrin.startswith("msum"):  # msum_update after the decomposition
+            s = _at(total, ev.shape)
+            if first_chunk:
+                step.computes.append(Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis))
+            else:
+                p = _at(part, ev.shape)
+                step.computes += [Instr.make("vreduce", a=a, o=p, mode=int(ReduceMode.SUM), axis=red_axis),
+                                  Instr.make("vadd", a=s, b=p, o=s)]
+            first_chunk = False
+        elif ev.kind == "compute" and ev.intrin == "res":
+            o = _at(low._slot(out_slots, n_out), ev.shape)
+            step.computes += [Instr.make("vadd", a=s, b=off, o=s), Instr.make("vrequant", a=s, o=o, **rq)]
+        elif ev.kind == "store":
+            step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
+            n_out += 1
     low._finish(steps)
 
 

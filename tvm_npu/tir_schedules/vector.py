@@ -342,3 +342,51 @@ def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: T
             sch.annotate(blk, "double_buffer_scope", 0)
     _CACHE[key] = (sch, {})
     return _CACHE[key]
+
+
+def qmean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, double_buffer: bool = True):
+    """Integer mean over the middle axis of an (outer, red, inner) int8 view ((outer, red) when
+    inner == 1): `msum` accumulates int32 sums in ACC over reduction chunks of `rr` (split off and
+    decomposed: the zeroing is the first chunk's plain reduce), `res` requantises (the vector unit's
+    TFLite arithmetic, `npu.requantize`; fields from tvm_npu.quant.mean_quant). Tiles: `to` outer
+    rows x `ti` inner columns. Memoised."""
+    key = ("qmean", outer, red, inner, to, ti, rr, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    r = te.reduce_axis((0, red), "r")
+    if inner > 1:
+        X = te.placeholder((outer, red, inner), "int8", name="X")
+        msum = te.compute((outer, 1, inner), lambda o, z, i: te.sum(X[o, r, i].astype("int32"), axis=r), name="msum")
+    else:
+        X = te.placeholder((outer, red), "int8", name="X")
+        msum = te.compute((outer, 1), lambda o, z: te.sum(X[o, r].astype("int32"), axis=r), name="msum")
+    res = te.compute(msum.shape, lambda *i: tirx.call_pure_extern("int8", "npu.requantize", msum[i]), name="res")
+    store = te.compute(msum.shape, lambda *i: res[i], name="store")
+    sch = s_tir.Schedule(te.create_prim_func([X, store]))
+    mb = sch.get_sblock("msum")
+    if inner > 1:
+        o, z, i, rl = sch.get_loops(mb)
+        o_o, o_i = sch.split(o, [None, to])
+        i_o, i_i = sch.split(i, [None, ti])
+        r_o, r_i = sch.split(rl, [None, rr])
+        sch.reorder(o_o, i_o, r_o, o_i, z, i_i, r_i)
+        tile = i_o
+    else:
+        o, z, rl = sch.get_loops(mb)
+        o_o, o_i = sch.split(o, [None, to])
+        r_o, r_i = sch.split(rl, [None, rr])
+        sch.reorder(o_o, r_o, o_i, z, r_i)
+        tile = o_o
+    sch.set_scope(mb, 0, ACC)
+    xc = sch.cache_read(mb, 0, ACT)
+    sch.compute_at(xc, r_o)
+    rb = sch.get_sblock("res")
+    sch.set_scope(rb, 0, ACT)
+    sch.reverse_compute_at(rb, tile)
+    sch.reverse_compute_at(sch.get_sblock("store"), tile)
+    sch.decompose_reduction(mb, r_o)
+    if double_buffer:
+        for blk in (xc, rb):
+            sch.annotate(blk, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
