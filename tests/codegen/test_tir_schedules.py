@@ -153,11 +153,10 @@ def test_walker_halo_and_edge_tiles():
 @pytest.mark.parametrize("plan", [P.Plan(2, 16, 3), P.Plan(5, 4, 5), P.Plan(1, 8, 1)])
 def test_plans_are_schedule_parameters(plan):
     """Any legal plan gives a different program with the same numbers on the emulator."""
-    from tvm_npu.artifact import Artifact  # noqa: F401
+    from npu_emulator import Emulator
     from tvm_npu.codegen.lower import Lowerer
     from tvm_npu.codegen.memory import ConstPool, DramTensor
-    from tvm_npu.isa import DType, Program, Region  # noqa: F401
-    from npu_emulator import Emulator
+    from tvm_npu.isa import DType, Region
 
     d, w, b = _make(CONVS["dense_s2_pad_bias_relu"])
     cfg = tvm_npu.get_config("npu-edge")

@@ -143,17 +143,6 @@ class Lowerer:
             scalars[name] = buf
         return tmp, scalars, loads
 
-    def _tile_out(self, step: Step, desc: OpDesc, acc_t: TensorRef, bias: Optional[TensorRef],
-                  tmp: Optional[TensorRef], scalars: dict, out_slot: TensorRef, dst) -> None:
-        """The end of a MAC tile: bias, activation on the fp32 accumulator, one rounding to fp16 into
-        the output slot, and its store."""
-        if bias is not None:
-            step.computes.append(_binop("vadd", acc_t, _at(bias, (1, 1, 1, acc_t.shape[3])), acc_t))
-        step.computes += self._epilogue(acc_t, desc.activation, _at(tmp, acc_t.shape) if tmp else None, scalars)
-        o = _at(out_slot, acc_t.shape)
-        step.computes.append(Instr.make("vrequant", a=acc_t, o=o))
-        step.stores.append(Instr.make("dma.store", src=o, dst=dst))
-
     # ---- MAC operators: conv2d, depthwise, grouped, matmul (TensorIR path) -------------------------
     def mac_op(self, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: P.Plan) -> None:
         """Schedules the operator's PrimFunc (tir_schedules.default), walks the scheduled TIR and
@@ -293,7 +282,6 @@ class Lowerer:
         A binary op with a constant operand (a bias, a scale, a division turned into a multiplication
         by the reciprocal) runs in fp32 on ACC with the constant kept in fp32, rounded to fp16 once:
         an fp16 constant would bias every result the same way (fp16(1/6) is 2.4e-4 too small)."""
-        from ..tir_schedules import Walker
         from ..tir_schedules.vector import elementwise_schedule
 
         shape4 = _pad4(out.shape)

@@ -113,7 +113,6 @@ def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         if np.any(np.abs(b_scale - expect) > 1e-6 * np.abs(expect) + 1e-12) or np.any(b_zp != 0):
             raise Unsupported("bias scale is not input scale x weight scale (or its zero point is not 0)")
         bias = bias.reshape(-1)
-    act = "NONE"
     lo, hi = out_q.qmin, out_q.qmax
     if "clip" in ann:
         c = ann["clip"]

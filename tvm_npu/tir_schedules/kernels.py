@@ -22,7 +22,6 @@ import dataclasses
 import math
 from typing import Dict, Optional, Tuple
 
-import tvm
 from tvm import te, tirx
 
 from ..codegen import plans as P

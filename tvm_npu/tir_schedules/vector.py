@@ -11,7 +11,7 @@ is: `widen<k>` (vcvt to fp32), `vec` (the operator), `round` (vrequant fp32 -> f
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 from tvm import s_tir, te, tirx
 
@@ -90,10 +90,6 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
     valid = {f"in{i}": tuple(s) for i, s in enumerate(shapes)}
     _CACHE[key] = (sch, valid)
     return _CACHE[key]
-
-
-def tile_shape(shape4: Sequence[int], rows: int, cols: int) -> List[int]:
-    return [1, min(rows, shape4[1]), min(cols, shape4[2]), shape4[3]]
 
 
 def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, ...], rows: int, tc: int,
