@@ -30,9 +30,22 @@ _EVENTS: dict = {}
 _VEVENTS: dict = {}
 
 
-def _vector_events(sch, valid):
+def _schedule_error(e: Exception, what: str = "") -> Unsupported:
+    """A TVM schedule error: the operator cannot be scheduled so; refuse it with the reason."""
+    return Unsupported(f"TensorIR schedule failed{what}: {str(e).strip().splitlines()[-1][:200]}")
+
+
+def vector_events(build, *args):
+    """The walker's events of a vector-unit TensorIR schedule `build(*args)` -> (schedule, valid
+    extents); builders memoise their schedules, and each schedule is walked once."""
     from ..tir_schedules import Walker
 
+    try:
+        sch, valid = build(*args)
+    except Unsupported:
+        raise
+    except Exception as e:  # noqa: BLE001 - see _schedule_error
+        raise _schedule_error(e) from e
     hit = _VEVENTS.get(id(sch))
     if hit is None or hit[0] is not sch:
         hit = _VEVENTS[id(sch)] = (sch, Walker(sch.mod["main"], valid).events())
@@ -51,9 +64,8 @@ def tir_events(desc: OpDesc, plan: P.Plan, double_buffer: bool):
             kernel, sch = schedule(desc, plan, double_buffer)
         except Unsupported:
             raise
-        except Exception as e:  # noqa: BLE001 - a TVM schedule error: this operator cannot be tiled so
-            raise Unsupported(f"TensorIR schedule failed for plan {plan.to_dict()}: "
-                              f"{str(e).strip().splitlines()[-1][:200]}") from e
+        except Exception as e:  # noqa: BLE001 - see _schedule_error
+            raise _schedule_error(e, f" for plan {plan.to_dict()}") from e
         hit = _EVENTS[key] = (kernel, Walker(sch.mod["main"], kernel.valid).events())
     return hit
 
@@ -301,14 +313,8 @@ class Lowerer:
         t1m = max(t[2] for t in tiles)
         t2m = max(t[4] for t in tiles)
         key_dtypes = ["float32" if c else "float16" for c in consts]
-        try:
-            sch, valid = elementwise_schedule(desc, [o.shape for o in ops], key_dtypes, shape4, t1m, t2m,
-                                              self.double_buffer)
-        except Unsupported:
-            raise
-        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
-        events = _vector_events(sch, valid)
+        events = vector_events(elementwise_schedule, desc, [o.shape for o in ops], key_dtypes, shape4, t1m, t2m,
+                               self.double_buffer)
         params = {f"in{i}": o for i, o in enumerate(ops)}
         params["store"] = o4
         alloc = SramAllocator(self.config)
@@ -381,11 +387,7 @@ class Lowerer:
         if budget < 1:
             raise Unsupported(f"a softmax row of {length} does not fit ACT")
         tr = min(rows, budget)
-        try:
-            sch, valid = softmax_schedule(rows, length, "float32" if wide else "float16", tr, self.double_buffer)
-        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
-        events = _vector_events(sch, valid)
+        events = vector_events(softmax_schedule, rows, length, "float32" if wide else "float16", tr, self.double_buffer)
         params = {"X": x2, "store": o2}
         alloc = SramAllocator(self.config)
         in_slots = self._slots(alloc, Space.ACT, (1, 1, tr, length), F16, "input")
@@ -441,11 +443,7 @@ class Lowerer:
         if budget < 1:
             raise Unsupported(f"a mean over {red} x {inner} elements does not fit ACT")
         to = min(outer, budget)
-        try:
-            sch, valid = mean_schedule(outer, red, inner, to, self.double_buffer)
-        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
-        events = _vector_events(sch, valid)
+        events = vector_events(mean_schedule, outer, red, inner, to, self.double_buffer)
         view = (outer, red, inner) if inner > 1 else (outer, red)
         params = {"X": DramTensor(x.region, x.offset, view, x.dtype),
                   "store": DramTensor(out.region, out.offset, (outer, 1, inner) if inner > 1 else (outer, 1),
@@ -497,11 +495,7 @@ class Lowerer:
         for t4 in ins4:
             tl = list(self._row_tiles(t4.shape, 4 * row))
             tiles.append((max(x[2] for x in tl), max(x[4] for x in tl)))
-        try:
-            sch, valid = concat_schedule([t.shape for t in ins4], tiles, self.double_buffer)
-        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
-        events = _vector_events(sch, valid)
+        events = vector_events(concat_schedule, [t.shape for t in ins4], tiles, self.double_buffer)
         offsets, off = [], 0
         for t4 in ins4:
             offsets.append(off)
@@ -554,13 +548,7 @@ class Lowerer:
         rows = 1
         while rows < oh and need(rows + 1, tc) <= cap:
             rows += 1
-        try:
-            sch, valid = pool_schedule(desc, tuple(xs), tuple(os_), rows, tc, self.double_buffer)
-        except Unsupported:
-            raise
-        except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-            raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
-        events = _vector_events(sch, valid)
+        events = vector_events(pool_schedule, desc, tuple(xs), tuple(os_), rows, tc, self.double_buffer)
         params = {"X": x, "store": out}
         alloc = SramAllocator(self.config)
         in_buf = next(ev.buffer for ev in events if ev.kind == "load")

@@ -215,15 +215,12 @@ def _emit_int_tiles(low: Lowerer, kind: str, shapes, o4, tile, invariant, params
     walker's events: loads once (invariant operands, the table) or per tile, the vector instruction
     `make(operands, out)` per tile, the store."""
     from ..tir_schedules.vector import int_tile_schedule
-    from .lower import _vector_events
+    from .lower import vector_events
 
-    try:
-        sch, valid = int_tile_schedule(kind, shapes, o4, tile, invariant, low.double_buffer)
-    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+    events = vector_events(int_tile_schedule, kind, shapes, o4, tile, invariant, low.double_buffer)
     steps: List[Step] = []
     step, rank, current, first = None, 0, {}, []
-    for ev in _vector_events(sch, valid):
+    for ev in events:
         if ev.kind == "load":
             k = int(ev.param[2:]) if ev.param.startswith("in") else ev.param
             if k in fixed:  # once, with the first tile
@@ -310,7 +307,7 @@ def _qconcat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor)
             const_loads.append(ld)
         per_input.append(luts[key])
     from ..tir_schedules.vector import concat_schedule
-    from .lower import _vector_events
+    from .lower import vector_events
 
     pad = 4 - rank_
     o4 = _as(out, _pad4(out.shape))
@@ -323,18 +320,15 @@ def _qconcat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor)
     for t4 in ins4:
         tl = list(_tiles(t4.shape, cap))
         tiles.append((max(x[2] for x in tl), max(x[4] for x in tl), max(x[6] for x in tl)))
-    try:
-        sch, valid = concat_schedule([t.shape for t in ins4], tiles, low.double_buffer, "int8",
-                                     [lut is not None for lut in per_input])
-    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+    events = vector_events(concat_schedule, [t.shape for t in ins4], tiles, low.double_buffer, "int8",
+                           [lut is not None for lut in per_input])
     offsets, off = [], 0
     for t4 in ins4:
         offsets.append(off)
         off += t4.shape[a4]
     params = {f"in{k}": t for k, t in enumerate(ins4)}
     steps: List[Step] = []
-    for ev in _vector_events(sch, valid):  # the TensorIR tiles of each input: load, copy or lookup, store
+    for ev in events:  # the TensorIR tiles of each input: load, copy or lookup, store
         if ev.kind == "load" and ev.param.startswith("T"):
             continue  # the tables are loaded once, below
         if ev.kind == "load":
@@ -417,19 +411,17 @@ def _qpool(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -
     while rows < oh and need(rows + 1, tc) <= cap:
         rows += 1
     from ..tir_schedules.vector import pool_schedule
-    from .lower import _vector_events
+    from .lower import vector_events
 
-    try:
-        sch, valid = pool_schedule(desc, tuple(x.shape), tuple(out.shape), rows, tc, low.double_buffer, "int8")
-    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+    events = vector_events(pool_schedule, desc, tuple(x.shape), tuple(out.shape), rows, tc, low.double_buffer,
+                           "int8")
     alloc = SramAllocator(low.config)
     in_slots = low._slots(alloc, Space.ACT, (1, min(h, (rows - 1) * sh + kh), w, tc), I8, "input")
     out_slots = low._slots(alloc, Space.ACT, (1, rows, ow, tc), I8, "output")
     pmode = int(PoolMode.MAX if mode == "max" else PoolMode.AVG)
     params = {"X": x, "store": out}
     steps: List[Step] = []
-    for ev in _vector_events(sch, valid):  # the TensorIR tiles: load (halo clipped by vpool), pool, store
+    for ev in events:  # the TensorIR tiles: load (halo clipped by vpool), pool, store
         if ev.kind == "load":
             rank = len(steps)
             step = Step()
@@ -513,12 +505,9 @@ def _qmean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -
     total = alloc.alloc(Space.ACC, o_shape, I32, "sum")
     part = alloc.alloc(Space.ACC, o_shape, I32, "partial sum") if chunks > 1 else None
     from ..tir_schedules.vector import qmean_schedule
-    from .lower import _vector_events
+    from .lower import vector_events
 
-    try:
-        sch, valid = qmean_schedule(outer, red, inner, to, ti, rr, low.double_buffer)
-    except Exception as e:  # noqa: BLE001 - a TVM schedule error: refuse the operator with the reason
-        raise Unsupported(f"TensorIR schedule failed: {str(e).strip().splitlines()[-1][:200]}") from e
+    events = vector_events(qmean_schedule, outer, red, inner, to, ti, rr, low.double_buffer)
     params = {"X": _as(x, (outer, red, inner) if inner > 1 else (outer, red)),
               "store": _as(out, (outer, 1, inner) if inner > 1 else (outer, 1))}
     rq = dict(per_channel=0, mult=f["mult"], shift=f["shift"], params_addr=0, o_offset=f["o_offset"],
@@ -526,7 +515,7 @@ def _qmean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -
     steps: List[Step] = []
     n_out = 0
     first_chunk = True
-    for ev in _vector_events(sch, valid):  # per tile: zeroing, chunks (load + reduce), requantise, store
+    for ev in events:  # per tile: zeroing, chunks (load + reduce), requantise, store
         if ev.kind == "init":
             first_chunk = True
         elif ev.kind == "load":
