@@ -443,7 +443,7 @@ class Lowerer:
         if budget < 1:
             raise Unsupported(f"a mean over {red} x {inner} elements does not fit ACT")
         to = min(outer, budget)
-        events = vector_events(mean_schedule, outer, red, inner, to, self.double_buffer)
+        events = vector_events(mean_schedule, outer, red, inner, to, inner, red, "float16", self.double_buffer)
         view = (outer, red, inner) if inner > 1 else (outer, red)
         params = {"X": DramTensor(x.region, x.offset, view, x.dtype),
                   "store": DramTensor(out.region, out.offset, (outer, 1, inner) if inner > 1 else (outer, 1),
@@ -465,7 +465,7 @@ class Lowerer:
                 steps.append(step)
                 a = _at(self._slot(in_slots, rank), ev.shape)
                 step.loads.append(_load(a, params[ev.param].view(ev.axes, dict(ev.start))))
-            elif ev.kind == "compute" and ev.intrin == "msum":
+            elif ev.kind == "compute" and ev.intrin.startswith("msum"):  # one chunk: the whole reduction
                 s = _at(acc, ev.shape)
                 step.computes.append(Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis))
             elif ev.kind == "compute" and ev.intrin == "res":

@@ -504,10 +504,10 @@ def _qmean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor) -
     out_slots = low._slots(alloc, Space.ACT, o_shape, I8, "output")
     total = alloc.alloc(Space.ACC, o_shape, I32, "sum")
     part = alloc.alloc(Space.ACC, o_shape, I32, "partial sum") if chunks > 1 else None
-    from ..tir_schedules.vector import qmean_schedule
+    from ..tir_schedules.vector import mean_schedule
     from .lower import vector_events
 
-    events = vector_events(qmean_schedule, outer, red, inner, to, ti, rr, low.double_buffer)
+    events = vector_events(mean_schedule, outer, red, inner, to, ti, rr, "int8", low.double_buffer)
     params = {"X": _as(x, (outer, red, inner) if inner > 1 else (outer, red)),
               "store": _as(out, (outer, 1, inner) if inner > 1 else (outer, 1))}
     rq = dict(per_channel=0, mult=f["mult"], shift=f["shift"], params_addr=0, o_offset=f["o_offset"],

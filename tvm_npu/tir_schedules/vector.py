@@ -169,42 +169,6 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
     return _CACHE[key]
 
 
-def mean_schedule(outer: int, red: int, inner: int, tile: int, double_buffer: bool = True):
-    """Mean over the middle axis of an (outer, red, inner) view (inner == 1: an (outer, red) view, so
-    the reduced axis is SRAM's channel axis): `msum` sums in fp32 into ACC, `res` scales by 1/red and
-    rounds to fp16 in ACT; `tile` outer rows per tile. Memoised."""
-    key = ("mean", outer, red, inner, tile, double_buffer)
-    if key in _CACHE:
-        return _CACHE[key]
-    r = te.reduce_axis((0, red), "r")
-    if inner > 1:
-        X = te.placeholder((outer, red, inner), "float16", name="X")
-        msum = te.compute((outer, 1, inner), lambda o, z, i: te.sum(X[o, r, i].astype("float32"), axis=r),
-                          name="msum")
-    else:
-        X = te.placeholder((outer, red), "float16", name="X")
-        msum = te.compute((outer, 1), lambda o, z: te.sum(X[o, r].astype("float32"), axis=r), name="msum")
-    res = te.compute(msum.shape, lambda *i: (msum[i] * tirx.const(1.0 / red, "float32")).astype("float16"),
-                     name="res")
-    store = te.compute(msum.shape, lambda *i: res[i], name="store")
-    sch = s_tir.Schedule(te.create_prim_func([X, store]))
-    mb = sch.get_sblock("msum")
-    loops = sch.get_loops(mb)
-    o_o, o_i = sch.split(loops[0], [None, tile])
-    sch.set_scope(mb, 0, ACC)
-    xc = sch.cache_read(mb, 0, ACT)
-    sch.compute_at(xc, o_o)
-    rb = sch.get_sblock("res")
-    sch.set_scope(rb, 0, ACT)
-    sch.reverse_compute_at(rb, o_o)
-    sch.reverse_compute_at(sch.get_sblock("store"), o_o)
-    if double_buffer:
-        for blk in (xc, rb):
-            sch.annotate(blk, "double_buffer_scope", 0)
-    _CACHE[key] = (sch, {})
-    return _CACHE[key]
-
-
 def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffer: bool = True):
     """Softmax over the last axis of a (rows, length) view: `mx` (row maximum), `e` = exp(x - mx),
     `se` (row sum, fp32 in ACC), `out` = e * (1 / se); `tile` rows per tile. A float32 input stays fp32
@@ -340,23 +304,29 @@ def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: T
     return _CACHE[key]
 
 
-def qmean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, double_buffer: bool = True):
-    """Integer mean over the middle axis of an (outer, red, inner) int8 view ((outer, red) when
-    inner == 1): `msum` accumulates int32 sums in ACC over reduction chunks of `rr` (split off and
-    decomposed: the zeroing is the first chunk's plain reduce), `res` requantises (the vector unit's
-    TFLite arithmetic, `npu.requantize`; fields from tvm_npu.quant.mean_quant). Tiles: `to` outer
-    rows x `ti` inner columns. Memoised."""
-    key = ("qmean", outer, red, inner, to, ti, rr, double_buffer)
+def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, dtype: str = "float16",
+                  double_buffer: bool = True):
+    """Mean over the middle axis of an (outer, red, inner) view ((outer, red) when inner == 1, so the
+    reduced axis is SRAM's channel axis): `msum` accumulates the sums in ACC (fp32 for fp16 inputs,
+    int32 for int8) over reduction chunks of `rr` (split off and decomposed: the zeroing block marks
+    the first chunk), `res` scales by 1/red and rounds to fp16, or requantises int8 (the vector unit's
+    TFLite arithmetic, `npu.requantize`; fields from tvm_npu.quant.mean_quant). Tiles: `to` outer rows
+    x `ti` inner columns. Memoised."""
+    key = ("mean", outer, red, inner, to, ti, rr, dtype, double_buffer)
     if key in _CACHE:
         return _CACHE[key]
+    acc = "int32" if dtype == "int8" else "float32"
     r = te.reduce_axis((0, red), "r")
     if inner > 1:
-        X = te.placeholder((outer, red, inner), "int8", name="X")
-        msum = te.compute((outer, 1, inner), lambda o, z, i: te.sum(X[o, r, i].astype("int32"), axis=r), name="msum")
+        X = te.placeholder((outer, red, inner), dtype, name="X")
+        msum = te.compute((outer, 1, inner), lambda o, z, i: te.sum(X[o, r, i].astype(acc), axis=r), name="msum")
     else:
-        X = te.placeholder((outer, red), "int8", name="X")
-        msum = te.compute((outer, 1), lambda o, z: te.sum(X[o, r].astype("int32"), axis=r), name="msum")
-    res = te.compute(msum.shape, lambda *i: tirx.call_pure_extern("int8", "npu.requantize", msum[i]), name="res")
+        X = te.placeholder((outer, red), dtype, name="X")
+        msum = te.compute((outer, 1), lambda o, z: te.sum(X[o, r].astype(acc), axis=r), name="msum")
+    if dtype == "int8":
+        res = te.compute(msum.shape, lambda *i: tirx.call_pure_extern("int8", "npu.requantize", msum[i]), name="res")
+    else:
+        res = te.compute(msum.shape, lambda *i: (msum[i] * tirx.const(1.0 / red, acc)).astype(dtype), name="res")
     store = te.compute(msum.shape, lambda *i: res[i], name="store")
     sch = s_tir.Schedule(te.create_prim_func([X, store]))
     mb = sch.get_sblock("msum")
