@@ -144,7 +144,8 @@ def _leaky_alpha(e, var2val):
 
 
 def lut_of(quantize: relax.Call, var2val) -> Optional[tuple]:
-    """(x, table) when `quantize` is a function of one int8 tensor, else None."""
+    """(x, table, the operators the table replaces) when `quantize` is a function of one int8
+    tensor, else None."""
     try:
         out_q = _qp(quantize)
         shape = [int(v) for v in quantize.ty.shape.values]
@@ -158,17 +159,17 @@ def lut_of(quantize: relax.Call, var2val) -> Optional[tuple]:
         return None
     x, in_q = region.leaf
     if region.ops == ["relax.sigmoid"] and float(out_q.s) == 1.0 / 256:
-        return x, Q.logistic_lut(in_q, out_q)  # TFLite LOGISTIC's reference table
+        return x, Q.logistic_lut(in_q, out_q), region.ops  # TFLite LOGISTIC's reference table
     if region.ops == ["relax.tanh"]:
-        return x, Q.tanh_lut(in_q, out_q)
+        return x, Q.tanh_lut(in_q, out_q), region.ops
     if region.ops == ["relax.nn.leakyrelu"]:  # TFLite LEAKY_RELU is fixed point: its exact table
         alpha = float(_leaky_alpha(quantize.args[0], var2val))
-        return x, Q.leaky_relu_lut(in_q, out_q, alpha)
+        return x, Q.leaky_relu_lut(in_q, out_q, alpha), region.ops
     d = ((xs.astype(np.int32) - in_q.zp).astype(_F32) * _F32(in_q.s)).astype(_F32)
     if sorted(region.ops) == ["relax.add", "relax.clip", "relax.divide", "relax.multiply"] and np.allclose(
             v, d * np.clip(d + 3, 0, 6) / 6, rtol=1e-5, atol=1e-6):
         try:  # TFLite HARD_SWISH is fixed point: its exact table (also within a step of the float one)
-            return x, Q.hard_swish_lut(in_q, out_q)
+            return x, Q.hard_swish_lut(in_q, out_q), region.ops
         except ValueError:
             pass
     if region.self_binary:  # e.g. TFLite MUL(x, x): its fixed-point kernel is the reference, not a table
@@ -177,7 +178,7 @@ def lut_of(quantize: relax.Call, var2val) -> Optional[tuple]:
         q = np.rint(v.astype(np.float64) / float(_F32(out_q.s))) + out_q.zp  # TVM quantize: half to even
     if not np.all(np.isfinite(q)):
         return None
-    return x, np.clip(q, -128, 127).astype(np.int8)
+    return x, np.clip(q, -128, 127).astype(np.int8), region.ops
 
 
 @relax.expr_functor.mutator
@@ -187,29 +188,26 @@ class _Folder(relax.PyExprMutator):
         self.var2val = var2val
         self.folded = 0
         self.described: Dict[str, str] = {}  # quantize binding -> the operators its table replaces
+        self._hit = None  # (quantize call, lut_of's result) of the binding being visited
 
     def visit_var_binding_(self, binding):  # noqa: N802 - TVM's visitor naming
         v = binding.value
+        self._hit = None
         if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.quantize":
-            region = _Region(self.var2val, [int(d) for d in v.ty.shape.values]) if v.ty.shape is not None else None
-            try:
-                if region is not None:
-                    with np.errstate(all="ignore"):
-                        region.eval(v.args[0], np.arange(-128, 128, dtype=np.int8))
-                    self.described[binding.var.name] = " + ".join(
-                        ["relax.dequantize"] + list(dict.fromkeys(reversed(region.ops))) + ["relax.quantize"])
-            except (_NotUnary, ValueError, TypeError, AttributeError):
-                pass
+            hit = lut_of(v, self.var2val)
+            if hit is not None:
+                self._hit = (v, hit)
+                self.described[binding.var.name] = " + ".join(
+                    ["relax.dequantize"] + list(dict.fromkeys(reversed(hit[2]))) + ["relax.quantize"])
         return super().visit_var_binding_(binding)
 
     def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
-        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.quantize":
-            hit = lut_of(call, self.var2val)
-            if hit is not None:
-                x, table = hit
-                self.folded += 1
-                idx = relax.op.add(relax.op.astype(self.visit_expr(x), "int32"), relax.const(128, "int32"))
-                return relax.op.take(relax.const(table, "int8"), idx, axis=0, mode="clip")
+        if self._hit is not None and call.same_as(self._hit[0]):
+            x, table, _ = self._hit[1]
+            self._hit = None
+            self.folded += 1
+            idx = relax.op.add(relax.op.astype(self.visit_expr(x), "int32"), relax.const(128, "int32"))
+            return relax.op.take(relax.const(table, "int8"), idx, axis=0, mode="clip")
         return super().visit_call_(call)
 
 
