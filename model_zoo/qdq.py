@@ -268,20 +268,6 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage().strip())
 
 
-def fix_input(model, input_name: str, shape: Sequence[int]):
-    """Fixes the input's dimensions in place (as model_zoo.runner.load_onnx does)."""
-    inputs = [i for i in model.graph.input if i.name == input_name]
-    if not inputs:
-        raise ValueError(f"the model has no input {input_name!r}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != len(shape):
-        raise ValueError(f"{input_name} has rank {len(dims)}, not {len(shape)}")
-    for d, v in zip(dims, shape):
-        d.Clear()
-        d.dim_value = int(v)
-    return model
-
-
 def _opset(model) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
@@ -298,7 +284,9 @@ def quantize(float_path: Path, out_path: Path, input_name: str, input_shape: Seq
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    model = fix_input(onnx.load(str(float_path)), input_name, input_shape)
+    from .runner import fix_input  # (runner imports the registry, which registers the QDQ models)
+
+    model = fix_input(onnx.load(str(float_path)), input_name, input_shape, float_path.name)
     opset_in = _opset(model)
     if opset_in < settings.min_opset:
         model = onnx.version_converter.convert_version(model, settings.min_opset)

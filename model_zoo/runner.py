@@ -25,6 +25,20 @@ from .registry import ZooModel, all_sources
 
 # ---- import ----------------------------------------------------------------------------------
 
+def fix_input(model, input_name: str, shape: Sequence[int], what: str = "the model"):
+    """Fixes the dimensions of an ONNX model's input in place (the zoo compiles fixed shapes)."""
+    inputs = [i for i in model.graph.input if i.name == input_name]
+    if not inputs:
+        raise ValueError(f"{what} has no input {input_name!r}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        raise ValueError(f"{input_name} has rank {len(dims)}, the zoo fixes {list(shape)}")
+    for d, v in zip(dims, shape):
+        d.Clear()
+        d.dim_value = int(v)
+    return model
+
+
 def load_onnx(path: Path, input_name: str, shape: Sequence[int], slim: bool = False):
     """The ONNX model with its input fixed to `shape`, and the Relax module imported from it. With
     `slim`, onnxslim folds the shape computations first (constant folding, dead code and common
@@ -34,16 +48,7 @@ def load_onnx(path: Path, input_name: str, shape: Sequence[int], slim: bool = Fa
 
     import tvm
 
-    model = onnx.load(str(path))
-    inputs = [i for i in model.graph.input if i.name == input_name]
-    if not inputs:
-        raise ValueError(f"{path.name} has no input {input_name!r}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != len(shape):
-        raise ValueError(f"{input_name} has rank {len(dims)}, the zoo fixes {list(shape)}")
-    for d, v in zip(dims, shape):
-        d.Clear()
-        d.dim_value = int(v)
+    model = fix_input(onnx.load(str(path)), input_name, shape, path.name)
     if slim:
         import onnxslim
 
