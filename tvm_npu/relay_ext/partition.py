@@ -156,10 +156,6 @@ def _prepare_late(mod: tvm.IRModule) -> tvm.IRModule:
     ])(mod)
 
 
-def _prepare(mod: tvm.IRModule) -> tvm.IRModule:
-    return _prepare_late(_quant_fuse(_prepare_early(mod)))
-
-
 def _fuse(mod: tvm.IRModule) -> tvm.IRModule:
     fused = relax.transform.FuseOpsByPattern(pt.patterns(), bind_constants=True, annotate_codegen=False)(mod)
     if not any(isinstance(f, relax.Function) and f.attrs is not None and "Composite" in f.attrs

@@ -43,11 +43,8 @@ def _finish(sch: s_tir.Schedule, kernel: Kernel, mac, tile_outer, w_at, bias_at,
     w_cache = sch.cache_read(mac, 1, WGT)
     sch.compute_at(x_cache, w_at[1])
     sch.compute_at(w_cache, w_at[0])
-    for stage in ("xp", "ap", "wp"):
-        try:
-            sch.compute_inline(sch.get_sblock(stage))
-        except Exception:  # noqa: BLE001 - the kernel has no such stage (xp for conv, ap for gemm)
-            pass
+    for stage in ("ap" if kernel.kind == "gemm" else "xp", "wp"):  # the padding stages become the DMA's
+        sch.compute_inline(sch.get_sblock(stage))
     epi = sch.get_sblock("epilogue")
     sch.set_scope(epi, 0, ACT)
     sch.reverse_compute_at(epi, tile_outer)

@@ -21,7 +21,7 @@ import tvm.script
 from tvm.s_tir import TensorIntrin
 
 ACT, WGT, ACC = "global.npu_act", "global.npu_wgt", "global.npu_acc"
-_REGISTERED: Dict[str, str] = {}
+_REGISTERED: set = set()  # intrinsic names registered in this process
 # TVMScript's `T.prim_func` decorator calls inspect.stack(), which costs ~40 ms at the depth of a
 # tvm.compile pass pipeline (3.5 s of a 12 s compile); parsed on a fresh thread the stack is short.
 _PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvm_npu-tvmscript")
@@ -89,7 +89,7 @@ def _make(name: str, extern: str, bufs: List[Buf], loops: List[Tuple[str, str, s
     def spec(f):
         return f.specialize({p: values[p.name] for p in f.params[n:]})
     TensorIntrin.register(name, spec(desc), spec(impl), override=True)
-    _REGISTERED[name] = name
+    _REGISTERED.add(name)
     return name
 
 
