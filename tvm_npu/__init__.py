@@ -26,13 +26,16 @@ def _register() -> None:
 
 _register()
 
-from .target import npu_target  # noqa: E402
-from .relay_ext.partition import compile_options, last_report, partition_for_npu  # noqa: E402
+from .target import is_npu_target, npu_target  # noqa: E402
+from .driver import compile_function, partition_for_npu  # noqa: E402
+from .options import CompileOptions, CpuModel, compile_options, current_options  # noqa: E402
+from .report import PartitionReport, last_report, report_of  # noqa: E402
 from .profiling import enable_trace, profile  # noqa: E402
 
-__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report", "compile_options", "enable_trace", "profile",
-           "partition_for_npu", "__version__"]
+__all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report",
+           "report_of", "PartitionReport", "compile_options", "current_options", "CompileOptions", "CpuModel",
+           "enable_trace", "profile", "partition_for_npu", "compile_function", "__version__"]
 
-from . import relay_compat  # noqa: E402
+from .relay_ext import compat as relay_compat  # noqa: E402
 
-relay_compat.install()  # tvm.relay / tvm.contrib.graph_executor / tvm.nd for Relay-era scripts (docs/RELAY_COMPAT.md)
+relay_compat.install(last_report=last_report, is_npu_target=is_npu_target)  # tvm.relay etc. (docs/RELAY_COMPAT.md)

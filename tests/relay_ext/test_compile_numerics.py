@@ -60,15 +60,15 @@ def test_conv2d_matches_onnxruntime(name, target):
 
 def test_tiny_config_tiles_rows_channels_and_depth():
     """On npu-tiny a 32->24 3x3 conv cannot hold whole rows of K or channels: the plan must split all three."""
-    from tvm_npu.codegen.plans import default_plan
-    from tvm_npu.relay_ext.ops import Activation, OpDesc, TensorDesc
+    from tvm_npu import tiling
+    from tvm_npu.ir import Activation, OpDesc, TensorDesc
 
     w = np.zeros((24, 32, 3, 3), np.float32)
     desc = OpDesc("npu.conv2d", "conv2d", [TensorDesc((1, 32, 16, 16), "float32"), TensorDesc(w.shape, "float32", w)],
                   TensorDesc((1, 24, 16, 16), "float32"),
                   {"strides": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1, "data_layout": "NCHW",
                    "kernel_layout": "OIHW", "out_layout": "NCHW", "out_dtype": ""}, Activation("relu"))
-    plan = default_plan(desc, TINY)
+    plan = tiling.plan(desc, TINY)
     assert plan.rows < 16 and plan.cols < 24 and plan.depth < 32, plan
     m, depth = _conv_case(cin=32, cout=24, k=3, hw=16, act="relu")
     x = RNG.standard_normal((1, 32, 16, 16)).astype(np.float32)

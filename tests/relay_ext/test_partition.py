@@ -11,7 +11,7 @@ from tvm import relax
 import tvm_npu
 from onnx_graphs import RNG, compile_run, const, model, on_npu, reference
 from tvm_npu.relay_ext import constraints
-from tvm_npu.relay_ext.partition import CpuModel
+from tvm_npu.options import CompileOptions, CpuModel
 
 
 def _relax_fn(build, *params):
@@ -28,7 +28,7 @@ def _x(shape, dtype="float32", name="x"):
 
 
 def _partition(mod, config="npu-edge"):
-    tvm_npu.partition_for_npu(mod, tvm_npu.get_config(config), tvm_npu.relay_ext.partition.CompileOptions(False))
+    tvm_npu.partition_for_npu(mod, tvm_npu.get_config(config), CompileOptions(False))
     return tvm_npu.last_report()
 
 
@@ -62,7 +62,7 @@ def test_tiles_fit_refuses_with_the_sram_numbers():
     nano = tvm_npu.get_config("npu-nano")
     big = nano.replace(name="npu-cramped", wgt_sram_bytes=128)
     mod = _relax_fn(lambda bb, x: relax.op.nn.conv2d(x, _w((64, 64, 3, 3)), padding=1), _x([1, 64, 8, 8]))
-    tvm_npu.partition_for_npu(mod, big, tvm_npu.relay_ext.partition.CompileOptions(False))
+    tvm_npu.partition_for_npu(mod, big, CompileOptions(False))
     reasons = _cpu_reasons(tvm_npu.last_report(), "relax.nn.conv2d")
     assert any("tiles_fit" in r and "WGT needs" in r for r in reasons), reasons
 
@@ -148,7 +148,7 @@ def test_should_run_keeps_tiny_work_on_cpu_and_offloads_big_work():
     (fn,) = rep.functions.values()
     assert fn["offloaded"] and fn["predicted_npu_us"] < fn["predicted_cpu_us"]
     # a host as fast as the NPU would keep it
-    tvm_npu.partition_for_npu(big, tvm_npu.get_config(), tvm_npu.relay_ext.partition.CompileOptions(
+    tvm_npu.partition_for_npu(big, tvm_npu.get_config(), CompileOptions(
         True, CpuModel(macs_per_s=1e15, elems_per_s=1e15)))
     assert not on_npu(tvm_npu.last_report())
 

@@ -179,7 +179,7 @@ def test_int32_accumulator_capacity_is_checked():
     """The constraint refuses a reduction that could overflow int32 and accepts a normal one."""
     from tvm_npu.quant import conv2d_quant
     from tvm_npu.relay_ext.constraints import int32_accumulator
-    from tvm_npu.relay_ext.ops import OpDesc, TensorDesc
+    from tvm_npu.ir import OpDesc, TensorDesc
 
     def desc(cin):
         w = np.zeros((8, cin, 3, 3), np.int8)

@@ -1,4 +1,4 @@
-"""Relay-era compatibility layer (tvm_npu/relay_compat.py): Relay-style scripts on TVM 0.27.
+"""Relay-era compatibility layer (tvm_npu/relay_ext/compat/): Relay-style scripts on TVM 0.27.
 
 Every numeric check compares against an independent reference (onnxruntime for ONNX, the TFLite
 interpreter for TFLite), never against the shim itself.
@@ -29,7 +29,8 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 
 import tvm_npu
-from tvm_npu import relay_compat
+from tvm_npu.relay_ext import compat as relay_compat
+from tvm_npu.relay_ext.compat import unmapped
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RNG = np.random.default_rng(2024)
@@ -180,7 +181,7 @@ def test_export_load_in_fresh_process(exported, npu_run, llvm_run, x, tmp_path):
         "import tvm, tvm_npu",
         "auto = 'tvm.relay' in sys.modules",
         "if not auto:  # until tvm_npu/__init__.py installs the shim itself",
-        "    import tvm_npu.relay_compat; tvm_npu.relay_compat.install()",
+        "    import tvm_npu.relay_ext.compat; tvm_npu.relay_ext.compat.install()",
         "from tvm.contrib import graph_executor",
         "x = np.load(sys.argv[1]); res = {'auto': auto}",
         "for name, path in (('npu', sys.argv[2]), ('llvm', sys.argv[3])):",
@@ -208,7 +209,7 @@ def test_import_tvm_npu_alone_installs_shim():
     code = "import sys, tvm_npu; print('tvm.relay' in sys.modules); from tvm import relay; relay.build"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     if proc.stdout.strip().startswith("False"):
-        pytest.skip("tvm_npu/__init__.py does not call relay_compat.install() yet")
+        pytest.skip("tvm_npu/__init__.py does not call install() yet")
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-2000:]
 
 
@@ -592,10 +593,10 @@ def test_unmapped_from_import_and_build_options(model):
 
 def test_docs_table_lists_every_unmapped_name():
     doc = open(os.path.join(REPO, "docs", "RELAY_COMPAT.md")).read()
-    names = ([f"`relay.{n}`" for n in relay_compat._RELAY_TOP]
-             + [f"`relay.{n}.*`" for n in relay_compat._RELAY_SUBMODULES]
-             + [f"`relay.transform.{n}`" for n in relay_compat._TRANSFORMS]
-             + [f"`relay.frontend.{n}`" for n in relay_compat._FRONTENDS])
+    names = ([f"`relay.{n}`" for n in unmapped.RELAY_TOP]
+             + [f"`relay.{n}.*`" for n in unmapped.RELAY_SUBMODULES]
+             + [f"`relay.transform.{n}`" for n in unmapped.TRANSFORMS]
+             + [f"`relay.frontend.{n}`" for n in unmapped.FRONTENDS])
     missing = [n for n in names if n not in doc]
     assert not missing, f"docs/RELAY_COMPAT.md does not list {missing}"
 
@@ -623,7 +624,7 @@ def test_install_idempotent():
         assert relay_compat.install() is True
     assert sys.modules["tvm.relay"] is relay and tvm.relay is relay
     assert tvm.runtime.Module.__getitem__ is getitem
-    assert not getattr(getitem.__wrapped__, relay_compat._MARK, False)  # wrapped exactly once
+    assert not getattr(getitem.__wrapped__, unmapped.MARK, False)  # wrapped exactly once
     assert tvm.contrib.graph_executor is sys.modules["tvm.contrib.graph_executor"]
     assert tvm.relay.build is relay_compat.build and tvm.relay.frontend.from_onnx is relay_compat.from_onnx
     assert tvm.contrib.graph_executor.GraphModule is relay_compat.GraphModule
@@ -646,7 +647,7 @@ def test_no_install_over_tvm_own_relay():
         relay_compat.uninstall()
         assert sys.modules["tvm.relay"] is own  # never touched
     finally:
-        if sys.modules.get("tvm.relay") is not None and not getattr(sys.modules["tvm.relay"], relay_compat._MARK,
+        if sys.modules.get("tvm.relay") is not None and not getattr(sys.modules["tvm.relay"], unmapped.MARK,
                                                                     False):
             del sys.modules["tvm.relay"]
         relay_compat.install()

@@ -7,14 +7,18 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, List, Optional
 
+from .. import tiling
 from ..config import NPUConfig
-from .ops import OpDesc, Unsupported
+from ..ir.desc import OpDesc, Unsupported
+from ..ir.geometry import conv_geom
+from ..ir.plan import Refusal
+from ..options import CompileOptions
 
-Constraint = Callable[[OpDesc, NPUConfig], Optional[str]]
+Constraint = Callable[[OpDesc, NPUConfig, CompileOptions], Optional[str]]
 FLOAT = ("float32", "float16")
 
 
-def float_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def float_tensors(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """All operands and the result are float32 or float16 (run in fp16 with fp32 accumulation)."""
     for t in d.inputs + [d.output]:
         if t.dtype not in FLOAT:
@@ -22,7 +26,7 @@ def float_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def rank_at_most_4(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def rank_at_most_4(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Tensors have rank 1 to 4 and no dimension above 65535 (the ISA's 16-bit tensor dims)."""
     for t in d.inputs + [d.output]:
         if t.is_const:
@@ -36,7 +40,7 @@ def rank_at_most_4(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def conv_layout(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def conv_layout(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """conv2d data layout NCHW or NHWC (output in the same layout), kernel layout any order of O, I, H, W
     (OIHW from ONNX, OHWI / HWOI from TFLite)."""
     a = d.attrs
@@ -49,7 +53,7 @@ def conv_layout(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def constant_weights(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def constant_weights(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Weights (and bias) are constants known at compile time."""
     for i, t in enumerate(d.inputs[1:], 1):
         if not t.is_const:
@@ -57,10 +61,8 @@ def constant_weights(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def conv_params(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def conv_params(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Strides and dilations 1..255, padding 0..255, groups dividing both channel counts."""
-    from ..codegen.plans import conv_geom
-
     g = conv_geom(d)
     if not all(1 <= v <= 255 for v in (g.sh, g.sw, g.dh, g.dw)):
         return f"stride {g.sh, g.sw} / dilation {g.dh, g.dw} outside 1..255"
@@ -77,7 +79,7 @@ def conv_params(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def bias_per_channel(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def bias_per_channel(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """A fused bias has one value per output channel (shape [C], or C on the channel axis, 1 elsewhere)."""
     if len(d.inputs) < 3:
         return None
@@ -91,7 +93,7 @@ def bias_per_channel(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def matmul_shapes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def matmul_shapes(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """matmul of an activation [..., M, K] by a 2-D [K, N] rhs (weights), or by an activation
     [..., K, N] with the same batch dimensions (batch matmul, no broadcasting); a bias is constant."""
     x, w = d.inputs[0].shape, d.inputs[1].shape
@@ -109,7 +111,7 @@ def matmul_shapes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def activation_supported(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def activation_supported(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Fused activations: relu, clip, sigmoid, tanh, gelu, gelu_tanh, silu, leaky relu with 0 <= alpha <= 1."""
     a = d.activation
     if a is None:
@@ -121,7 +123,7 @@ def activation_supported(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def broadcastable(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def broadcastable(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Elementwise operands broadcast to the result (each dim equal to the result's or 1)."""
     out = d.output.shape
     for t in d.inputs:
@@ -131,7 +133,7 @@ def broadcastable(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def pool_params(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def pool_params(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Pooling in NCHW/NHWC, no ceil mode, no dilation, window/stride 1..255, padding smaller than the
     window, and average pooling that does not count padding (TFLite semantics) unless there is none."""
     a = d.attrs
@@ -151,7 +153,7 @@ def pool_params(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def softmax_last_axis(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def softmax_last_axis(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """softmax over the last axis."""
     rank = len(d.inputs[0].shape)
     if d.attrs["axis"] % rank != rank - 1:
@@ -159,7 +161,7 @@ def softmax_last_axis(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def mean_adjacent_axes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def mean_adjacent_axes(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """mean over one run of adjacent axes."""
     rank = len(d.inputs[0].shape)
     axes = d.attrs["axis"]
@@ -169,22 +171,10 @@ def mean_adjacent_axes(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-_FIT: Dict[tuple, Optional[str]] = {}
-
-
-def tiles_fit(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
-    """After tiling, the double-buffered tiles of the operator fit the configuration's SRAMs."""
-    from ..codegen.lower import dry_run
-    from ..codegen.plans import signature
-
-    key = signature(d, cfg)
-    if key not in _FIT:
-        try:
-            dry_run(d, cfg)  # the real lowering: refuses exactly what code generation would
-            _FIT[key] = None
-        except Unsupported as e:
-            _FIT[key] = str(e)
-    return _FIT[key]
+def tiles_fit(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """The tiling stage finds a plan whose double-buffered tiles fit the configuration's SRAMs."""
+    plan = tiling.plan(d, cfg, opts)
+    return plan.reason if isinstance(plan, Refusal) else None
 
 
 COMMON = [float_tensors, rank_at_most_4]
@@ -201,7 +191,7 @@ BY_KIND: Dict[str, List[Constraint]] = {
 }
 
 
-def int8_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def int8_tensors(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Integer composites: int8 activations in and out, int8 weights, int32 bias (tvm_npu.quant
     has already refused per-channel activations, asymmetric weights and unrepresentable scales)."""
     want = ["int8", "int8", "int32"]
@@ -213,7 +203,7 @@ def int8_tensors(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def int8_operands(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def int8_operands(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """Integer vector operators: every operand and the result are int8 (per-tensor quantised)."""
     for t in d.inputs + [d.output]:
         if t.dtype != "int8":
@@ -221,7 +211,7 @@ def int8_operands(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
     return None
 
 
-def int32_accumulator(d: OpDesc, cfg: NPUConfig) -> Optional[str]:
+def int32_accumulator(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """The int32 accumulator cannot overflow: taps per output x 255 x 128 plus the largest |bias| stays
     below 2^31 (|x - zp_in| <= 255 and |w| <= 128 for int8)."""
     if d.kind == "conv2d":
@@ -249,12 +239,12 @@ QUANT_BY_KIND: Dict[str, List[Constraint]] = {
 }
 
 
-def check(d: OpDesc, cfg: NPUConfig) -> List[str]:
+def check(d: OpDesc, cfg: NPUConfig, opts: CompileOptions) -> List[str]:
     """All failed constraints' reasons (empty: the NPU can run it)."""
     reasons = []
-    for c in (QUANT_BY_KIND if d.quant is not None else BY_KIND)[d.kind]:
+    for c in (QUANT_BY_KIND if d.integer else BY_KIND)[d.kind]:
         try:
-            r = c(d, cfg)
+            r = c(d, cfg, opts)
         except Unsupported as e:
             r = str(e)
         if r:

@@ -13,7 +13,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .ops import Unsupported, _Constant, scalar
+from .ops import Unsupported, Constant, scalar
 
 _BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
            "relax.divide": np.divide}
@@ -28,7 +28,7 @@ class _NumpyFolder(PyExprMutator):
             expr = bound if bound is not None else expr
         if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # scalar immediates, e.g. an epsilon
             return np.array(expr.value, dtype=str(expr.ty))
-        if isinstance(expr, _Constant) and hasattr(expr.value, "numpy"):
+        if isinstance(expr, Constant) and hasattr(expr.value, "numpy"):
             return expr.value.numpy()
         return None
 

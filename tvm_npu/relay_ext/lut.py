@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 
 from .. import quant as Q
-from .ops import _Constant
+from .ops import Constant
 
 _F32 = np.float32
 
@@ -65,7 +65,7 @@ class _NotUnary(Exception):
 
 
 def _scalar_const(e) -> Optional[np.ndarray]:
-    if isinstance(e, _Constant):
+    if isinstance(e, Constant):
         v = e.value.numpy()
         if v.size == 1 and v.dtype.kind == "f":
             return _F32(v.reshape(()))
@@ -79,7 +79,7 @@ def _prim(v) -> float:
 
 def _qp(call: relax.Call) -> Q.QParams:
     s, z = call.args[1], call.args[2]
-    if not (isinstance(s, _Constant) and isinstance(z, _Constant)):
+    if not (isinstance(s, Constant) and isinstance(z, Constant)):
         raise _NotUnary
     s, z = s.value.numpy().reshape(-1), z.value.numpy().reshape(-1)
     if s.size != 1 or z.size != 1:

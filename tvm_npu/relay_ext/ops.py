@@ -8,14 +8,15 @@ read, so "can run" and "how it runs" never disagree about what was matched.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Sequence, Tuple
 
 import numpy as np
 import tvm
 from tvm import relax
 
-_Constant = tvm.ir.expr.Constant  # Relax constants (GenericConst) in TVM 0.27
+from ..ir.desc import Activation, OpDesc, TensorDesc, Unsupported
+
+Constant = tvm.ir.expr.Constant  # Relax constants (GenericConst) in TVM 0.27
 
 # Activations the vector unit runs after a MAC op or alone: relax op -> activation kind.
 ACTIVATIONS = {
@@ -32,45 +33,7 @@ BINARY = {"relax.add": "add", "relax.subtract": "sub", "relax.multiply": "mul", 
           "relax.minimum": "min"}
 
 
-class Unsupported(Exception):
-    """Raised while describing a match that the NPU cannot take; the message is the reason."""
-
-
-@dataclasses.dataclass
-class TensorDesc:
-    shape: Tuple[int, ...]
-    dtype: str
-    const: Optional[np.ndarray] = None  # the data when the operand is a Relax constant
-
-    @property
-    def is_const(self) -> bool:
-        return self.const is not None
-
-
-@dataclasses.dataclass
-class Activation:
-    kind: str  # "relu", "clip", "sigmoid", ... (ACTIVATIONS values)
-    lo: float = float("-inf")  # clip bounds
-    hi: float = float("inf")
-    alpha: float = 0.0  # leaky relu slope
-
-
-@dataclasses.dataclass
-class OpDesc:
-    """One NPU operator: what the lowering builds and the constraints check."""
-
-    composite: str  # the pattern name, e.g. "npu.conv2d_bias_act"
-    kind: str  # conv2d | matmul | binary | activation | pool | softmax | mean | concat
-    inputs: List[TensorDesc]  # activations first, then constants (weight, bias)
-    output: TensorDesc
-    attrs: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    activation: Optional[Activation] = None
-    sources: List[str] = dataclasses.field(default_factory=list)  # Relax ops covered, in order
-    exprs: List[Any] = dataclasses.field(default_factory=list, repr=False)  # the Relax operand of each input
-    quant: Any = None  # integer operators: tvm_npu.quant.ConvQuant (scales resolved once, in quant.py)
-
-
-def _shape(expr: relax.Expr) -> Tuple[int, ...]:
+def static_shape(expr: relax.Expr) -> Tuple[int, ...]:
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         raise Unsupported("operand is not a tensor of known rank")
@@ -82,15 +45,15 @@ def _shape(expr: relax.Expr) -> Tuple[int, ...]:
     return tuple(dims)
 
 
-def _with_exprs(desc: "OpDesc", exprs: Sequence[relax.Expr]) -> "OpDesc":
+def with_exprs(desc: "OpDesc", exprs: Sequence[relax.Expr]) -> "OpDesc":
     desc.exprs = list(exprs)
     return desc
 
 
 def tensor_desc(expr: relax.Expr) -> TensorDesc:
-    shape = _shape(expr)
+    shape = static_shape(expr)
     dtype = str(expr.ty.dtype)
-    const = expr.value.numpy() if isinstance(expr, _Constant) and hasattr(expr.value, "numpy") else None
+    const = expr.value.numpy() if isinstance(expr, Constant) and hasattr(expr.value, "numpy") else None
     return TensorDesc(shape, dtype, const)
 
 
@@ -98,7 +61,7 @@ def scalar(value: Any) -> float:
     """A Python number from an IntImm / FloatImm (both Constants in TVM 0.27) or a 1-element Constant."""
     if isinstance(value, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):
         return float(value.value)
-    if isinstance(value, _Constant) and hasattr(value.value, "numpy"):
+    if isinstance(value, Constant) and hasattr(value.value, "numpy"):
         arr = value.value.numpy()
         if arr.size != 1:
             raise Unsupported(f"expected a scalar constant, got shape {arr.shape}")
@@ -106,7 +69,7 @@ def scalar(value: Any) -> float:
     raise Unsupported(f"expected a constant scalar, got {type(value).__name__}")
 
 
-def _ints(xs: Sequence[Any]) -> Tuple[int, ...]:
+def ints(xs: Sequence[Any]) -> Tuple[int, ...]:
     return tuple(int(x) for x in xs)
 
 
@@ -133,14 +96,9 @@ def activation_of(call: relax.Call) -> Activation:
     return Activation(kind)
 
 
-def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
-    """Reads a pattern match (role -> matched expression) into an OpDesc; raises Unsupported."""
-    if composite.startswith("npu.q"):  # integer composites (relay_ext/qpatterns.py)
-        from .qpatterns import describe_quant
-        try:
-            return describe_quant(composite, ann)
-        except ValueError as e:  # tvm_npu.quant refuses parameters TFLite's kernels cannot represent
-            raise Unsupported(str(e)) from e
+def describe_float(spec, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    """Reads a float pattern match (role -> matched expression) into an OpDesc; raises Unsupported."""
+    composite = spec.name
     root: relax.Call = ann["root"]
     op = root.op.name
     hard = "hs_add" in ann
@@ -156,23 +114,23 @@ def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         sources.append(ann["act"].op.name)
     out = tensor_desc(top)
     if hard and root.same_as(ann["hs_add"]):  # a standalone hard sigmoid / swish: the root is its add
-        return _with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, act, sources),
+        return with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, act, sources),
                            [root.args[0]])
     if op == "relax.nn.conv2d":
         a = root.attrs
         exprs = [root.args[0], root.args[1]] + ([ann["bias"]] if "bias" in ann else [])
         inputs = [tensor_desc(e) for e in exprs]
-        attrs = {"strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+        attrs = {"strides": ints(a.strides), "padding": ints(a.padding), "dilation": ints(a.dilation),
                  "groups": int(a.groups), "data_layout": str(a.data_layout),
                  "kernel_layout": str(a.kernel_layout), "out_layout": str(a.out_layout),
                  "out_dtype": str(a.out_dtype) if a.out_dtype is not None else ""}
-        return _with_exprs(OpDesc(composite, "conv2d", inputs, out, attrs, act, sources), exprs)
+        return with_exprs(OpDesc(composite, "conv2d", inputs, out, attrs, act, sources), exprs)
     if op == "relax.matmul":
         exprs = [root.args[0], root.args[1]] + ([ann["bias"]] if "bias" in ann else [])
-        return _with_exprs(OpDesc(composite, "matmul", [tensor_desc(e) for e in exprs], out, {}, act, sources), exprs)
+        return with_exprs(OpDesc(composite, "matmul", [tensor_desc(e) for e in exprs], out, {}, act, sources), exprs)
     if op in BINARY:
         exprs = list(root.args[:2])
-        return _with_exprs(OpDesc(composite, "binary", [tensor_desc(e) for e in exprs], out, {"op": BINARY[op]},
+        return with_exprs(OpDesc(composite, "binary", [tensor_desc(e) for e in exprs], out, {"op": BINARY[op]},
                                   None, sources), exprs)
     if op == "relax.divide":  # by a constant: multiply by its reciprocal
         rhs = tensor_desc(root.args[1])
@@ -181,31 +139,31 @@ def describe(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         if np.any(rhs.const == 0):
             raise Unsupported("division by a constant containing zero")
         rhs = TensorDesc(rhs.shape, rhs.dtype, (1.0 / rhs.const.astype(np.float64)).astype(rhs.const.dtype))
-        return _with_exprs(OpDesc(composite, "binary", [tensor_desc(root.args[0]), rhs], out, {"op": "mul"}, None,
+        return with_exprs(OpDesc(composite, "binary", [tensor_desc(root.args[0]), rhs], out, {"op": "mul"}, None,
                                   sources), list(root.args[:2]))
     if op in ACTIVATIONS:
-        return _with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, activation_of(root),
+        return with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, activation_of(root),
                                   sources), [root.args[0]])
     if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
         a = root.attrs
-        attrs = {"mode": "max" if op.endswith("max_pool2d") else "avg", "pool_size": _ints(a.pool_size),
-                 "strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+        attrs = {"mode": "max" if op.endswith("max_pool2d") else "avg", "pool_size": ints(a.pool_size),
+                 "strides": ints(a.strides), "padding": ints(a.padding), "dilation": ints(a.dilation),
                  "ceil_mode": bool(a.ceil_mode), "count_include_pad": bool(a.count_include_pad),
                  "layout": str(a.layout), "out_layout": str(a.out_layout)}
-        return _with_exprs(OpDesc(composite, "pool", [tensor_desc(root.args[0])], out, attrs, None, sources),
+        return with_exprs(OpDesc(composite, "pool", [tensor_desc(root.args[0])], out, attrs, None, sources),
                            [root.args[0]])
     if op == "relax.nn.softmax":
-        return _with_exprs(OpDesc(composite, "softmax", [tensor_desc(root.args[0])], out,
+        return with_exprs(OpDesc(composite, "softmax", [tensor_desc(root.args[0])], out,
                                   {"axis": int(root.attrs.axis)}, None, sources), [root.args[0]])
     if op == "relax.mean":
         axis = root.attrs.axis
-        attrs = {"axis": None if axis is None else _ints(axis), "keepdims": bool(root.attrs.keepdims)}
-        return _with_exprs(OpDesc(composite, "mean", [tensor_desc(root.args[0])], out, attrs, None, sources),
+        attrs = {"axis": None if axis is None else ints(axis), "keepdims": bool(root.attrs.keepdims)}
+        return with_exprs(OpDesc(composite, "mean", [tensor_desc(root.args[0])], out, attrs, None, sources),
                            [root.args[0]])
     if op == "relax.concat":
         fields = root.args[0]
         if not isinstance(fields, relax.Tuple):
             raise Unsupported("concat of a tuple that is not built in place")
-        return _with_exprs(OpDesc(composite, "concat", [tensor_desc(f) for f in fields.fields], out,
+        return with_exprs(OpDesc(composite, "concat", [tensor_desc(f) for f in fields.fields], out,
                                   {"axis": int(root.attrs.axis)}, None, sources), list(fields.fields))
     raise Unsupported(f"no NPU lowering for {op}")

@@ -1,7 +1,8 @@
 """The `npu.*` pattern table, registered with TVM's pattern registry.
 
-Naming contract: the pattern name (`npu.<op>[_bias][_act|_hard_swish|_hard_sigmoid]`) is the composite name, the key of the
-lowering in codegen and the row of the supported-operator table. Roles of matched expressions are
+Naming contract: the pattern name (`npu.<op>[_bias][_act|_hard_swish|_hard_sigmoid]`) is the composite
+name; everything later stages need to know about it is data in its `OpSpec` (tvm_npu/ir/registry.py:
+lowering family, integer or float, quantised region, docs row), so no code parses a name. Roles of matched expressions are
 annotated ("root", "input", "weight", "bias", "bias_add", "act") and read by `ops.describe`, the
 same way for the checks here and for code generation. Later registrations have higher priority, so
 the most fused forms come last.
@@ -14,32 +15,47 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl import is_op, wildcard
 
-from ..config import NPUConfig, get_config
+from ..config import NPUConfig
+from ..ir import registry
+from ..ir.desc import Unsupported
+from ..ir.registry import OpSpec
+from ..options import CompileOptions
 from . import constraints
-from .ops import ACTIVATIONS, BINARY, Unsupported, describe
+from .ops import ACTIVATIONS, BINARY, describe_float
+from .qpatterns import table as quant_table
 
 PREFIX = "npu"
 
 
 @dataclasses.dataclass
 class PartitionState:
-    """What the checks of one partitioning run see and record."""
+    """What the checks of one partitioning run see and record (handed to the checks through a
+    context variable: TVM calls them from inside FuseOpsByPattern)."""
 
     config: NPUConfig
+    options: CompileOptions = CompileOptions()
     # root binding (Var) -> [(pattern name, reasons)] for every pattern that was tried on it
     attempts: Dict[object, List[Tuple[str, List[str]]]] = dataclasses.field(default_factory=dict)
-    vetoed: Set[object] = dataclasses.field(default_factory=set)  # root bindings (Vars) kept on the CPU
+    # bindings (Vars) a later stage sent back to the CPU -> why (the should-run decision, a failed
+    # code generation): their checks refuse them on the next fusion
+    refused: Dict[object, str] = dataclasses.field(default_factory=dict)
     # accepted matches in the order the checks saw them: (pattern, the main-function Vars it covers)
     groups: List[Tuple[str, list]] = dataclasses.field(default_factory=list)
+    roots: List[object] = dataclasses.field(default_factory=list)  # the root binding of each accepted match
     # bindings of quantised regions the integer path refused -> why: they stay on the CPU with the
     # model's semantics rather than running dequantised in fp16
     quant_refused: Dict[object, str] = dataclasses.field(default_factory=dict)
+
+    def again(self, refused: Dict[object, str]) -> "PartitionState":
+        """A fresh state for the next fusion, refusing `refused` besides what was refused before."""
+        return PartitionState(self.config, self.options, refused={**self.refused, **refused},
+                              quant_refused=self.quant_refused)
 
 
 ACTIVE: contextvars.ContextVar[Optional[PartitionState]] = contextvars.ContextVar("tvm_npu_partition", default=None)
@@ -91,80 +107,89 @@ def _root_var(ctx):
     return var if var is not None else str(root.op.name)
 
 
-def _checker(name: str):
+def _checker(spec: OpSpec):
     def check(ctx) -> bool:
         state = ACTIVE.get()
-        cfg = state.config if state is not None else get_config()
+        if state is None:
+            raise RuntimeError("npu.* checks run only inside tvm_npu's partitioning (no configuration is active)")
         root = _root_var(ctx)
         try:
-            if name.startswith(f"{PREFIX}.q") and has_leaking_intermediate_variables(ctx):
-                raise Unsupported("an intermediate result of the quantised region is also used outside it")
-            desc = describe(name, dict(ctx.annotated_expr))
-            reasons = constraints.check(desc, cfg)
+            if len(ctx.matched_bindings) > 1 and has_leaking_intermediate_variables(ctx):
+                raise Unsupported("an intermediate result of the composite is also used outside it")
+            desc = spec.describe(spec, dict(ctx.annotated_expr))
+            reasons = constraints.check(desc, state.config, state.options)
         except Unsupported as e:
             reasons = [str(e)]
         except Exception as e:  # a check must never abort partitioning: report and keep on CPU
             reasons = [f"internal error while checking: {type(e).__name__}: {e}"]
-        if state is not None:
-            if name.startswith(f"{PREFIX}.q") and not name.endswith("_int") and reasons:  # a QDQ region
-                for v in ctx.matched_bindings.keys():
-                    state.quant_refused.setdefault(v, reasons[0])
-            elif not reasons and root in state.quant_refused:
-                reasons = [f"part of a quantised region kept on the CPU ({state.quant_refused[root]})"]
-            if not reasons and root in state.vetoed:
-                reasons = ["kept on the CPU by the performance model (see the should-run decision)"]
-            state.attempts.setdefault(root, []).append((name, reasons))
-            if not reasons:
-                state.groups.append((name, list(ctx.matched_bindings.keys())))
+        if spec.quantised_region and reasons:
+            for v in ctx.matched_bindings.keys():
+                state.quant_refused.setdefault(v, reasons[0])
+        elif not reasons and root in state.quant_refused:
+            reasons = [f"part of a quantised region kept on the CPU ({state.quant_refused[root]})"]
+        if not reasons and root in state.refused:
+            reasons = [state.refused[root]]
+        state.attempts.setdefault(root, []).append((spec.name, reasons))
+        if not reasons:
+            state.groups.append((spec.name, list(ctx.matched_bindings.keys())))
+            state.roots.append(root)
         return not reasons
 
     return check
 
 
-def _table():
-    """(name, pattern, annotations) in increasing priority."""
+def _float(name: str, pattern, ann, kind: str) -> OpSpec:
+    return OpSpec(name, kind, kind, pattern, ann, describe_float)
+
+
+_BINARY_NAMES = {"add": "add", "sub": "subtract", "mul": "multiply", "max": "maximum", "min": "minimum"}
+
+
+def table() -> List[OpSpec]:
+    """Every npu.* composite as an OpSpec, in increasing priority."""
     table = []
     for op, short in ACTIVATIONS.items():
         x = wildcard()
         root = is_op(op)(x, wildcard(), wildcard()) if short == "clip" else is_op(op)(x)
-        table.append((f"{PREFIX}.{short}", root, {"root": root, "input": x}))
+        table.append(_float(f"{PREFIX}.{short}", root, {"root": root, "input": x}, "activation"))
     for op, short in BINARY.items():
         a, b = wildcard(), wildcard()
         root = is_op(op)(a, b)
-        name = {"add": "add", "sub": "subtract", "mul": "multiply", "max": "maximum", "min": "minimum"}[short]
-        table.append((f"{PREFIX}.{name}", root, {"root": root, "lhs": a, "rhs": b}))
+        table.append(_float(f"{PREFIX}.{_BINARY_NAMES[short]}", root, {"root": root, "lhs": a, "rhs": b}, "binary"))
     a, b = wildcard(), wildcard()
     div = is_op("relax.divide")(a, b)
-    table.append((f"{PREFIX}.divide", div, {"root": div, "lhs": a, "rhs": b}))
-    for op, short in (("relax.nn.max_pool2d", "max_pool2d"), ("relax.nn.avg_pool2d", "avg_pool2d"),
-                      ("relax.nn.softmax", "softmax"), ("relax.mean", "mean")):
+    table.append(_float(f"{PREFIX}.divide", div, {"root": div, "lhs": a, "rhs": b}, "binary"))
+    for op, short, kind in (("relax.nn.max_pool2d", "max_pool2d", "pool"), ("relax.nn.avg_pool2d", "avg_pool2d", "pool"),
+                            ("relax.nn.softmax", "softmax", "softmax"), ("relax.mean", "mean", "mean")):
         x = wildcard()
         root = is_op(op)(x)
-        table.append((f"{PREFIX}.{short}", root, {"root": root, "input": x}))
+        table.append(_float(f"{PREFIX}.{short}", root, {"root": root, "input": x}, kind))
     t = wildcard()
     cat = is_op("relax.concat")(t)
-    table.append((f"{PREFIX}.concat", cat, {"root": cat, "input": t}))
+    table.append(_float(f"{PREFIX}.concat", cat, {"root": cat, "input": t}, "concat"))
     for swish in (False, True):
         x = wildcard()
         root, ann = _hard(x, swish)
-        table.append((f"{PREFIX}.{'hard_swish' if swish else 'hard_sigmoid'}", root,
-                      dict(ann, root=ann["hs_add"], act=root, input=x)))
+        table.append(_float(f"{PREFIX}.{'hard_swish' if swish else 'hard_sigmoid'}", root,
+                            dict(ann, root=ann["hs_add"], act=root, input=x), "activation"))
     for op, short in (("relax.matmul", "matmul"), ("relax.nn.conv2d", "conv2d")):
         for bias in (False, True):
             for act in ("", "act", "hard_sigmoid", "hard_swish"):
                 suffix = ("_bias" if bias else "") + (f"_{act}" if act else "")
-                table.append((f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act)))
-    from .qpatterns import table as quant_table
+                table.append(_float(f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act), short))
     return table + quant_table()
 
 
 def register() -> None:
-    register_patterns([(name, pat, ann, _checker(name)) for name, pat, ann in _table()])
+    """Fills the NPU registry and TVM's pattern registry (idempotent; called by `import tvm_npu`)."""
+    specs = table()
+    registry.register(specs)
+    register_patterns([(s.name, s.pattern, dict(s.annotations), _checker(s)) for s in specs])
 
 
 def quant_patterns():
-    """The integer composites only: matched before FoldConstant dequantises the int8 weights."""
-    return [p for p in patterns() if p.name.startswith(f"{PREFIX}.q")]
+    """The quantised-region composites only: matched before FoldConstant dequantises the int8 weights."""
+    return [p for p in patterns() if registry.lookup(p.name).integer]
 
 
 def patterns():
@@ -173,4 +198,4 @@ def patterns():
 
 
 def pattern_names() -> List[str]:
-    return [name for name, _, _ in _table()]
+    return [s.name for s in registry.specs()]

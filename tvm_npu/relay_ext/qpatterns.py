@@ -17,10 +17,12 @@ from typing import Mapping
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, wildcard
+from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
 from .. import quant as Q
-from .ops import OpDesc, TensorDesc, Unsupported, _Constant, _ints, _with_exprs, tensor_desc
+from ..ir.desc import OpDesc, TensorDesc, Unsupported
+from ..ir.registry import OpSpec
+from .ops import Constant, ints, tensor_desc, with_exprs
 
 
 def _dq(x):
@@ -57,18 +59,25 @@ def _qmac(op: str, bias: bool, clip: bool):
     return top, ann
 
 
+def _spec(name: str, pattern, ann, kind: str, describe, region: bool = True, **params) -> OpSpec:
+    return OpSpec(name, kind, f"integer {kind}", pattern, ann, describe, integer=True, quantised_region=region,
+                  params=params)
+
+
 def table():
-    """(name, pattern, annotations), increasing priority."""
+    """The integer composites as OpSpecs, increasing priority."""
     out = []
     for op, short in (("relax.matmul", "qmatmul"), ("relax.nn.conv2d", "qconv2d")):
+        kind = "matmul" if op == "relax.matmul" else "conv2d"
         for bias in (False, True):
             for clip in (False, True):
-                out.append((f"npu.{short}{'_bias' if bias else ''}{'_clip' if clip else ''}", *_qmac(op, bias, clip)))
+                name = f"npu.{short}{'_bias' if bias else ''}{'_clip' if clip else ''}"
+                out.append(_spec(name, *_qmac(op, bias, clip), kind, describe_qmac))
     return vector_table() + out
 
 
 def _const(e, what: str) -> np.ndarray:
-    if not isinstance(e, _Constant):
+    if not isinstance(e, Constant):
         raise Unsupported(f"{what} is not a constant")
     return e.value.numpy()
 
@@ -83,9 +92,21 @@ def _qparams(call: relax.Call, what: str) -> Q.QParams:
     return Q.QParams.per_channel(scale, zp if zp.size > 1 else int(zp[0]), int(call.attrs.axis), dtype)
 
 
-def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
-    if not composite.startswith(("npu.qconv2d", "npu.qmatmul")):
-        return describe_vector(composite, ann)
+def _refusing(describe):
+    """tvm_npu.quant refuses parameters TFLite's kernels cannot represent with a ValueError: a reason."""
+    def run(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
+        try:
+            return describe(spec, ann)
+        except ValueError as e:
+            raise Unsupported(str(e)) from e
+    run.__name__ = describe.__name__
+    return run
+
+
+@_refusing
+def describe_qmac(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    """Integer conv2d / depthwise / fully connected (matmul)."""
+    composite = spec.name
     root: relax.Call = ann["root"]
     q: relax.Call = ann["quantize"]
     inp = _qparams(ann["dq_input"], "input")
@@ -134,7 +155,7 @@ def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         quant = cq(inp, _channel_params(wq, cout), out_q, bias=bias, channels=cout)
         if not tflite_semantics(q):
             quant = Q.float_rounding(quant, inp, _channel_params(wq, cout), out_q)
-        attrs = {"strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+        attrs = {"strides": ints(a.strides), "padding": ints(a.padding), "dilation": ints(a.dilation),
                  "groups": groups, "data_layout": str(a.data_layout), "kernel_layout": kl,
                  "out_layout": str(a.out_layout), "out_dtype": "int32"}
         kind = "conv2d"
@@ -161,7 +182,7 @@ def describe_quant(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
     inputs = [x_desc, TensorDesc(w.shape, "int8", w)] + ([TensorDesc(bias.shape, "int32", bias)] if bias is not None
                                                           else [])
     exprs = [ann["input"], ann["weight"]] + ([ann["bias"]] if bias is not None else [])
-    return _with_exprs(OpDesc(composite, kind, inputs, TensorDesc(out.shape, "int8"), attrs, None, sources,
+    return with_exprs(OpDesc(composite, kind, inputs, TensorDesc(out.shape, "int8"), attrs, None, sources,
                               quant=quant), exprs)
 
 
@@ -203,7 +224,8 @@ def vector_table():
     cast = is_op("relax.astype")(x)
     idx = is_op("relax.add")(cast, c)
     root = is_op("relax.take")(t, idx)
-    out.append(("npu.qlut", root, {"root": root, "input": x, "table": t, "offset": c, "cast": cast}))
+    out.append(_spec("npu.qlut", root, {"root": root, "input": x, "table": t, "offset": c, "cast": cast}, "qlut",
+                     describe_qvector))
     for op, short in _QBIN.items():
         for relu in (False, True):
             for clip in (False, True):
@@ -219,34 +241,38 @@ def vector_table():
                 if clip:
                     q = is_op("relax.clip")(q, wildcard(), wildcard())
                     ann["clip"] = q
-                out.append((f"npu.q{short}{'_relu' if relu else ''}{'_clip' if clip else ''}", q, ann))
+                out.append(_spec(f"npu.q{short}{'_relu' if relu else ''}{'_clip' if clip else ''}", q, ann, "qbinary",
+                                 describe_qvector))
     for mode in ("max", "avg"):
         x = wildcard()
         dx = _dq(x)
         p = is_op(f"relax.nn.{mode}_pool2d")(dx)
         q = is_op("relax.quantize")(p, wildcard(), wildcard())
-        out.append((f"npu.q{mode}_pool2d", q, {"root": p, "input": x, "dq_input": dx, "quantize": q}))
+        out.append(_spec(f"npu.q{mode}_pool2d", q, {"root": p, "input": x, "dq_input": dx, "quantize": q}, "qpool",
+                         describe_qvector, mode=mode))
     x = wildcard()  # TFLite AVERAGE_POOL_2D: on the raw integers
     p = is_op("relax.nn.avg_pool2d")(is_op("relax.astype")(x))
     root = is_op("relax.astype")(p)
-    out.append(("npu.qavg_pool2d_int", root, {"root": p, "input": x, "cast": root}))
+    out.append(_spec("npu.qavg_pool2d_int", root, {"root": p, "input": x, "cast": root}, "qpool", describe_qvector,
+                     region=False, mode="avg", raw=True))
     x = wildcard()  # TFLite MAX_POOL_2D: directly on int8
     p = is_op("relax.nn.max_pool2d")(x)
-    out.append(("npu.qmax_pool2d_int", p, {"root": p, "input": x}))
+    out.append(_spec("npu.qmax_pool2d_int", p, {"root": p, "input": x}, "qpool", describe_qvector, region=False,
+                     mode="max", raw=True))
     x = wildcard()
     dx = _dq(x)
     m = is_op("relax.mean")(dx)
     q = is_op("relax.quantize")(m, wildcard(), wildcard())
-    out.append(("npu.qmean", q, {"root": m, "input": x, "dq_input": dx, "quantize": q}))
+    out.append(_spec("npu.qmean", q, {"root": m, "input": x, "dq_input": dx, "quantize": q}, "qmean",
+                     describe_qvector))
     for n in (2, 3, 4, 5, 6):
         ins = [wildcard() for _ in range(n)]
         dqs = [_dq(i) for i in ins]
-        from tvm.relax.dpl import is_tuple
         cat = is_op("relax.concat")(is_tuple(dqs))
         q = is_op("relax.quantize")(cat, wildcard(), wildcard())
         ann = {"root": cat, "quantize": q, **{f"in{i}": v for i, v in enumerate(ins)},
                **{f"dq{i}": v for i, v in enumerate(dqs)}}
-        out.append((f"npu.qconcat{n}", q, ann))
+        out.append(_spec(f"npu.qconcat{n}", q, ann, "qconcat", describe_qvector, arity=n))
     return out
 
 
@@ -257,10 +283,12 @@ def _int8_desc(e) -> TensorDesc:
     return d
 
 
-def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
+@_refusing
+def describe_qvector(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
+    """Integer vector-unit composites: table lookups, binary ops, pools, mean, concat."""
     root: relax.Call = ann["root"]
-    short = composite.split(".", 1)[1]
-    if short == "qlut":
+    composite = spec.name
+    if spec.kind == "qlut":
         table = _const(ann["table"], "table")
         off = _const(ann["offset"], "offset").reshape(-1)
         if table.dtype != np.int8 or table.shape != (256,) or off.size != 1 or int(off[0]) != 128:
@@ -268,10 +296,10 @@ def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         if str(ann["cast"].attrs.dtype) != "int32":
             raise Unsupported("table index is not the int32 cast of the int8 input")
         x = _int8_desc(ann["input"])
-        return _with_exprs(OpDesc(composite, "qlut", [x], TensorDesc(x.shape, "int8"), {}, None,
+        return with_exprs(OpDesc(composite, "qlut", [x], TensorDesc(x.shape, "int8"), {}, None,
                                   ["relax.astype", "relax.add", "relax.take"], quant={"table": table}),
                            [ann["input"]])
-    if short.startswith(("qadd", "qsub", "qmul")):
+    if spec.kind == "qbinary":
         op = _QBIN[root.op.name]
         qa, qb = _qparams(ann["dq_lhs"], "lhs"), _qparams(ann["dq_rhs"], "rhs")
         out_q = _qparams(ann["quantize"], "output")
@@ -289,16 +317,16 @@ def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
         a, b = _int8_desc(ann["lhs"]), _int8_desc(ann["rhs"])
         top = ann.get("clip", ann["quantize"])
         srcs = ["relax.dequantize", root.op.name] + (["relax.nn.relu"] if "relu" in ann else []) + ["relax.quantize"]
-        return _with_exprs(OpDesc(composite, "qbinary", [a, b], TensorDesc(tensor_desc(top).shape, "int8"),
+        return with_exprs(OpDesc(composite, "qbinary", [a, b], TensorDesc(tensor_desc(top).shape, "int8"),
                                   {"op": op}, None, srcs, quant=fields), [ann["lhs"], ann["rhs"]])
-    if "pool2d" in short:
+    if spec.kind == "qpool":
         a = root.attrs
-        attrs = {"mode": "max" if "max" in short else "avg", "pool_size": _ints(a.pool_size),
-                 "strides": _ints(a.strides), "padding": _ints(a.padding), "dilation": _ints(a.dilation),
+        attrs = {"mode": spec.params["mode"], "pool_size": ints(a.pool_size),
+                 "strides": ints(a.strides), "padding": ints(a.padding), "dilation": ints(a.dilation),
                  "ceil_mode": bool(a.ceil_mode), "count_include_pad": bool(a.count_include_pad),
                  "layout": str(a.layout), "out_layout": str(a.out_layout)}
         x = _int8_desc(ann["input"])
-        if short.endswith("_int"):  # TFLite: raw integers, in/out parameters equal by construction
+        if spec.params.get("raw"):  # TFLite: raw integers, in/out parameters equal by construction
             if "cast" in ann and str(ann["cast"].attrs.dtype) != "int8":
                 raise Unsupported("average pool result not cast back to int8")
             fields = {"act_min": -128, "act_max": 127}
@@ -314,19 +342,19 @@ def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
             srcs = ["relax.dequantize", root.op.name, "relax.quantize"]
         if attrs["count_include_pad"] and attrs["mode"] == "avg" and any(attrs["padding"]):
             raise Unsupported("average pooling that counts padding (the NPU averages in-bounds taps)")
-        return _with_exprs(OpDesc(composite, "qpool", [x], TensorDesc(out_shape, "int8"), attrs, None, srcs,
+        return with_exprs(OpDesc(composite, "qpool", [x], TensorDesc(out_shape, "int8"), attrs, None, srcs,
                                   quant=fields), [ann["input"]])
-    if short == "qmean":
+    if spec.kind == "qmean":
         axis = root.attrs.axis
-        attrs = {"axis": None if axis is None else _ints(axis), "keepdims": bool(root.attrs.keepdims)}
+        attrs = {"axis": None if axis is None else ints(axis), "keepdims": bool(root.attrs.keepdims)}
         x = _int8_desc(ann["input"])
         quant = {"in_q": _qparams(ann["dq_input"], "input"), "out_q": _qparams(ann["quantize"], "output"),
                  "rounding": "tflite" if tflite_semantics(ann["quantize"]) else "float"}
-        return _with_exprs(OpDesc(composite, "qmean", [x], TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"),
+        return with_exprs(OpDesc(composite, "qmean", [x], TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"),
                                   attrs, None, ["relax.dequantize", "relax.mean", "relax.quantize"], quant=quant),
                            [ann["input"]])
-    if short.startswith("qconcat"):
-        n = int(short[len("qconcat"):])
+    if spec.kind == "qconcat":
+        n = spec.params["arity"]
         ins = [ann[f"in{i}"] for i in range(n)]
         qs = [_qparams(ann[f"dq{i}"], f"input {i}") for i in range(n)]
         out_q = _qparams(ann["quantize"], "output")
@@ -334,7 +362,7 @@ def describe_vector(composite: str, ann: Mapping[str, relax.Expr]) -> OpDesc:
             tables = Q.concat_quant(qs, out_q)
         except ValueError as e:
             raise Unsupported(str(e)) from e
-        return _with_exprs(OpDesc(composite, "qconcat", [_int8_desc(i) for i in ins],
+        return with_exprs(OpDesc(composite, "qconcat", [_int8_desc(i) for i in ins],
                                   TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"), {"axis": int(root.attrs.axis)},
                                   None, ["relax.dequantize", "relax.concat", "relax.quantize"],
                                   quant={"inputs": tables}), ins)

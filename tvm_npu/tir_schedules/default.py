@@ -21,12 +21,12 @@ from typing import Dict, Tuple
 
 from tvm import s_tir
 
-from ..codegen import plans as P
-from ..relay_ext.ops import OpDesc, Unsupported
+from ..ir.desc import OpDesc, Unsupported, signature
+from ..ir.memory import ACC, ACT, WGT
+from ..ir.plan import MacPlan
 from . import intrinsics as I
 from .kernels import Kernel, conv2d_kernel, gemm_kernel
 
-ACT, WGT, ACC = I.ACT, I.WGT, I.ACC
 _CACHE: Dict[tuple, Tuple[Kernel, object]] = {}
 
 
@@ -59,16 +59,16 @@ def _finish(sch: s_tir.Schedule, kernel: Kernel, mac, tile_outer, w_at, bias_at,
             sch.annotate(blk, "double_buffer_scope", 0)
 
 
-def _quant_key(desc: OpDesc):
+def quant_key(desc: OpDesc):
     """What of the quantisation the PrimFunc depends on (the halo value, input offset, epilogue)."""
     q = desc.quant
     return None if q is None else (q.a_offset, q.pad_value, q.o_offset, q.act_min, q.act_max)
 
 
-def schedule(desc: OpDesc, plan: P.Plan, double_buffer: bool = True) -> Tuple[Kernel, s_tir.Schedule]:
+def schedule(desc: OpDesc, plan: MacPlan, double_buffer: bool = True) -> Tuple[Kernel, s_tir.Schedule]:
     """Builds the operator's PrimFunc for `plan` and applies the default NPU schedule (memoised on
     what the schedule depends on: shapes, attributes, activation, plan)."""
-    key = (P.signature(desc, None), plan, double_buffer, _quant_key(desc))
+    key = (signature(desc), plan, double_buffer, quant_key(desc))
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
@@ -84,7 +84,7 @@ def schedule(desc: OpDesc, plan: P.Plan, double_buffer: bool = True) -> Tuple[Ke
     return kernel, sch
 
 
-def _schedule_conv(kernel: Kernel, plan: P.Plan, double_buffer: bool) -> s_tir.Schedule:
+def _schedule_conv(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.Schedule:
     a = kernel.attrs
     dt, wdt, adt = _dtypes(kernel)
     sch = s_tir.Schedule(kernel.func)
@@ -121,7 +121,7 @@ def _schedule_conv(kernel: Kernel, plan: P.Plan, double_buffer: bool) -> s_tir.S
     return sch
 
 
-def _schedule_gemm(kernel: Kernel, plan: P.Plan, double_buffer: bool) -> s_tir.Schedule:
+def _schedule_gemm(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.Schedule:
     dt, wdt, adt = _dtypes(kernel)
     sch = s_tir.Schedule(kernel.func)
     mac = sch.get_sblock("mac")

@@ -20,7 +20,8 @@ from typing import Dict, List, Sequence, Tuple
 import tvm.script
 from tvm.s_tir import TensorIntrin
 
-ACT, WGT, ACC = "global.npu_act", "global.npu_wgt", "global.npu_acc"
+from ..ir.memory import ACC, ACT, WGT
+
 _REGISTERED: set = set()  # intrinsic names registered in this process
 # TVMScript's `T.prim_func` decorator calls inspect.stack(), which costs ~40 ms at the depth of a
 # tvm.compile pass pipeline (3.5 s of a 12 s compile); parsed on a fresh thread the stack is short.

@@ -24,8 +24,9 @@ from typing import Dict, Optional, Tuple
 
 from tvm import te, tirx
 
-from ..codegen import plans as P
-from ..relay_ext.ops import Activation, OpDesc, Unsupported
+from ..ir.desc import Activation, OpDesc, Unsupported
+from ..ir.geometry import LAYOUT_AXES, conv_geom, matmul_batches, matmul_geom
+from ..ir.plan import MacPlan
 
 
 @dataclasses.dataclass
@@ -101,12 +102,12 @@ def _mac_term(x, w, acc_dtype: str, a_offset: int):
     return xv * w.astype(acc_dtype)
 
 
-def conv2d_kernel(desc: OpDesc, plan: P.Plan) -> Kernel:
+def conv2d_kernel(desc: OpDesc, plan: MacPlan) -> Kernel:
     dtype, acc_dtype = dtypes_of(desc)
     q = desc.quant
     a_off = q.a_offset if q is not None else 0
-    g = P.conv_geom(desc)
-    ax = P.LAYOUT_AXES[desc.attrs["data_layout"]]
+    g = conv_geom(desc)
+    ax = LAYOUT_AXES[desc.attrs["data_layout"]]
     kind = "dwconv2d" if g.depthwise else "conv2d"
     grouped = g.groups > 1 and not g.depthwise
     oh_p, co_p = _ceil(g.oh, plan.rows), _ceil(g.cout, plan.cols)
@@ -165,12 +166,12 @@ def conv2d_kernel(desc: OpDesc, plan: P.Plan) -> Kernel:
                   {"rows": oh_p, "cols": co_p, "depth": ci_w}, attrs)
 
 
-def gemm_kernel(desc: OpDesc, plan: P.Plan) -> Kernel:
+def gemm_kernel(desc: OpDesc, plan: MacPlan) -> Kernel:
     dtype, acc_dtype = dtypes_of(desc)
     q = desc.quant
     a_off = q.a_offset if q is not None else 0
-    rows, k, n = P.matmul_geom(desc)
-    batches = P.matmul_batches(desc)
+    rows, k, n = matmul_geom(desc)
+    batches = matmul_batches(desc)
     batched_rhs = len(desc.inputs[1].shape) > 2
     lead = math.prod(desc.inputs[0].shape[:-2]) if batched_rhs else 1
     if batched_rhs and lead != batches:

@@ -15,10 +15,11 @@ from typing import Dict, Sequence, Tuple
 
 from tvm import s_tir, te, tirx
 
-from ..relay_ext.ops import OpDesc, Unsupported
+from ..ir.desc import OpDesc, Unsupported
+from ..ir.geometry import LAYOUT_AXES
+from ..ir.memory import ACC, ACT
 from .kernels import activation_expr
 
-ACT, ACC = "global.npu_act", "global.npu_acc"
 _OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
         "max": tirx.max, "min": tirx.min}
 _CACHE: Dict[tuple, object] = {}
@@ -98,14 +99,12 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
     semantics) on NHWC tiles of `rows` output rows x `tc` channels: the input stage holds the halo
     (the walker reports it; `vpool` clips its windows instead of the DMA padding), the window
     reduction is the `pool` block, the store writes the DRAM layout. Memoised."""
-    from ..codegen import plans as P
-
     at = desc.attrs
     key = ("pool", str(sorted((k, str(v)) for k, v in at.items())), x_shape, out_shape, rows, tc, double_buffer,
            dtype)
     if key in _CACHE:
         return _CACHE[key]
-    ax = P.LAYOUT_AXES[at["layout"]]
+    ax = LAYOUT_AXES[at["layout"]]
     n, h, w, c = (x_shape[a] for a in ax)
     oh, ow = out_shape[ax[1]], out_shape[ax[2]]
     kh, kw = at["pool_size"]

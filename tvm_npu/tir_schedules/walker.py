@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..relay_ext.ops import Unsupported
+from ..ir.desc import Unsupported
+from ..ir.memory import ACC, SPACE_OF_SCOPE
 
-NPU_SCOPES = ("global.npu_act", "global.npu_wgt", "global.npu_acc")
+NPU_SCOPES = tuple(SPACE_OF_SCOPE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Event:
     intrin: str = ""
     operands: Tuple[Tuple[str, str], ...] = ()
     dtype: str = ""  # of the SRAM buffer
+    scope: str = ""  # the SRAM buffer's storage scope (ir.memory.SCOPES): which SRAM it lives in
     slots: int = 1  # 2 when the schedule marked the buffer double_buffer_scope
     pad_value: int = 0  # what the DMA writes into the halo (the input zero point of int8 kernels)
 
@@ -198,7 +200,7 @@ class Walker:
                 call = blk.body.value
                 ops = []
                 for mb in blk.match_buffers:
-                    if mb.source.source.scope() == "global.npu_acc":
+                    if mb.source.source.scope() == ACC:
                         n.acc_dtype = str(mb.source.source.ty.dtype)
                     ops.append((mb.buffer.name, mb.source.source.name, mb.source.source.scope(),
                                 [compile_expr(r.min)[0] for r in mb.source.region],
@@ -211,7 +213,7 @@ class Walker:
             dst = store.buffer
             if blk.name_hint.endswith("_init"):
                 n.kind = "init"
-                n.prepared = (_Block(n), dst.name)
+                n.prepared = (_Block(n), dst.name, dst.scope())
                 continue
             value = store.value
             pad_value = 0
@@ -235,14 +237,15 @@ class Walker:
                         raise Unsupported(f"block {blk.name_hint}: SRAM index {i} is not a plain iteration variable")
                     sram_vars.append(i.name)
                 n.prepared = (_Block(n), sram.name, sram_vars, dram.name, [compile_expr(i) for i in dram_idx],
-                              str(sram.ty.dtype), pad_value)
+                              str(sram.ty.dtype), pad_value, sram.scope())
                 continue
             if dst.scope() not in NPU_SCOPES:
                 raise Unsupported(f"block {blk.name_hint} computes into {dst.scope()} memory")
             n.kind = "compute"
             reads: List[str] = []
             _loads(store.value, reads)
-            n.prepared = (_Block(n), dst.name, [i.name for i in store.indices], str(dst.ty.dtype), tuple(reads))
+            n.prepared = (_Block(n), dst.name, [i.name for i in store.indices], str(dst.ty.dtype), tuple(reads),
+                          dst.scope())
 
     def _valid(self, buffer: str) -> Optional[Tuple[int, ...]]:
         return self.valid.get(stage_of(buffer))
@@ -271,16 +274,16 @@ class Walker:
                     out.append(ev)
 
     def _init(self, prep, env) -> Event:
-        return Event("init", prep[1])
+        return Event("init", prep[1], scope=prep[2])
 
     def _compute(self, prep, env) -> Optional[Event]:
-        blk, buf, idx_vars, dtype, reads = prep
+        blk, buf, idx_vars, dtype, reads, scope = prep
         box = blk.box(env)
         dims = self._clamp(buf, [box[v] for v in idx_vars])
         if any(hi < lo for lo, hi in dims):
             return None
         return Event("compute", buf, tuple(_pad4([hi - lo + 1 for lo, hi in dims])), intrin=blk.name, dtype=dtype,
-                     slots=blk.slots, operands=tuple((str(i), r) for i, r in enumerate(reads)))
+                     slots=blk.slots, operands=tuple((str(i), r) for i, r in enumerate(reads)), scope=scope)
 
     def _mac(self, prep, env) -> Event:
         blk, extern, ops, adt = prep
@@ -289,10 +292,10 @@ class Walker:
         operands, shape = [], None
         for role, src, scope, mins, exts in ops:
             dims = self._clamp(src, [(m(benv), m(benv) + e - 1) for m, e in zip(mins, exts)])
-            if scope == "global.npu_acc":
+            if scope == ACC:
                 shape, acc, dtype = tuple(_pad4([hi - lo + 1 for lo, hi in dims])), src, adt
             operands.append((role, src))
-        return Event("mac", acc, shape, intrin=extern, operands=tuple(operands), dtype=dtype)
+        return Event("mac", acc, shape, intrin=extern, operands=tuple(operands), dtype=dtype, scope=ACC)
 
     def _load(self, prep, env) -> Optional[Event]:
         return self._dma("load", prep, env)
@@ -301,7 +304,7 @@ class Walker:
         return self._dma("store", prep, env)
 
     def _dma(self, kind: str, prep, env) -> Optional[Event]:
-        blk, sram, sram_vars, param, dram, dtype, pad_value = prep
+        blk, sram, sram_vars, param, dram, dtype, pad_value, scope = prep
         box = blk.box(env)
         dims = self._clamp(sram, [box[v] for v in sram_vars])
         if any(hi < lo for lo, hi in dims):
@@ -332,4 +335,4 @@ class Walker:
                 pads[0 if a == 1 else 2] = before
                 pads[1 if a == 1 else 3] = after
         return Event(kind, sram, tuple(shape), param, tuple(axes), tuple(start), tuple(pads), dtype=dtype,
-                     slots=blk.slots, pad_value=pad_value if any(pads) else 0)
+                     slots=blk.slots, pad_value=pad_value if any(pads) else 0, scope=scope)

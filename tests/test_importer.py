@@ -1,0 +1,89 @@
+"""The one model loader (tvm_npu/importer.py): one clear error per bad input, and the same loader
+behind the command line, the model zoo and the Relay layer."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tvm_npu import importer
+
+
+def _model(path=None, batch="N"):
+    w = numpy_helper.from_array(np.full((4, 3, 1, 1), 0.5, np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4, 8, 8])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    if path is not None:
+        onnx.save(m, str(path))
+    return m
+
+
+@pytest.mark.parametrize("name,content,reason", [
+    ("missing.onnx", None, "no such file"),
+    ("notes.onnx", b"these are notes, not a model\n" * 20, "not an ONNX model"),
+    ("empty.onnx", b"", "not an ONNX model"),
+    ("notes.tflite", b"these are notes, not a model\n" * 20, "not a TFLite model"),
+    ("model.pb", b"\x08\x07", "unsupported model format '.pb'"),
+])
+def test_a_bad_file_is_one_error_naming_it(tmp_path, name, content, reason):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(importer.ModelLoadError) as info:
+        importer.load(path)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError) and "\n" not in msg
+    assert str(path) in msg and reason in msg, msg
+    if content is None:
+        assert isinstance(info.value, FileNotFoundError)  # as opening the file would have raised
+
+
+def test_shapes_are_fixed_in_the_graph_and_named_inputs_checked(tmp_path):
+    path = tmp_path / "m.onnx"
+    _model(path)
+    with pytest.raises(importer.ModelLoadError, match="dynamic dims.*--shape x=N,3,8,8"):
+        importer.load(path)
+    loaded = importer.load(path, {"x": (2, 3, 8, 8)})
+    assert loaded.format == "onnx" and loaded.input_names == ["x"] and loaded.output_names == ["y"]
+    assert loaded.inputs == [("x", (2, 3, 8, 8), "float32")] and loaded.outputs == [("y", (2, 4, 8, 8), "float32")]
+    with pytest.raises(importer.ModelLoadError, match="no input 'z'"):
+        importer.load(path, {"x": (2, 3, 8, 8), "z": (1,)})
+    with pytest.raises(importer.ModelLoadError, match="rank 4"):
+        importer.load(path, {"x": (2, 3)})
+    # Relay's leniency: unknown names ignored, dynamic inputs kept; the caller's ModelProto untouched
+    m = _model()
+    before = m.SerializeToString()
+    lenient = importer.load(m, {"z": (1,)}, static=False, strict_shapes=False)
+    assert lenient.inputs[0].shape == (None, 3, 8, 8) and m.SerializeToString() == before
+    importer.load(m, {"x": (1, 3, 8, 8)})
+    assert m.SerializeToString() == before
+
+
+def test_cli_zoo_and_relay_layer_use_the_one_loader(tmp_path, monkeypatch, capsys):
+    from tvm import relay
+
+    from model_zoo.runner import load_relax
+    from tvm_npu.cli import main
+
+    path = tmp_path / "m.onnx"
+    _model(path)
+    calls = []
+    real = importer.load
+
+    def spy(source, *args, **kw):
+        calls.append(source)
+        return real(source, *args, **kw)
+
+    monkeypatch.setattr(importer, "load", spy)
+    assert main(["explain", str(path), "--shape", "x=1,3,8,8"]) == 0
+    zoo_model = types.SimpleNamespace(input_name="x", input_shape=(1, 3, 8, 8), format="onnx", onnxslim=False)
+    mod, outputs = load_relax(zoo_model, path)
+    assert outputs == ["y"]
+    relay.frontend.from_onnx(str(path), {"x": (1, 3, 8, 8)})
+    assert calls == [str(path), path, str(path)]

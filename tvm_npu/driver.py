@@ -1,0 +1,229 @@
+"""The compiler driver: what happens to a model, as the list of its stages.
+
+For a model (`partition_for_npu`, called by the `tvm.compile` pipeline hook in target.py):
+
+    prepare  -> fuse (can run) -> codegen (per NPU function) -> decide (should run) -> package
+
+A function whose code generation fails, or an operator inside it, goes back to the CPU with the
+reason and the model is fused again without it: one failure never sends the whole model to the CPU.
+Should-run needs the predicted cycles of the compiled programs, so it comes after code generation;
+operators it vetoes are fused again as CPU operators once.
+
+For one NPU function (`compile_function`):
+
+    describe -> plan memory -> per operator (plan tiles -> schedule -> walk -> lower) -> tokens
+    -> validate (isa.validate) -> package (Artifact)
+
+No stage imports a later one; data passes as arguments and return values. The hardware is the one
+frozen NPUConfig and the compiler's behaviour the one CompileOptions, both passed to every stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import tvm
+from tvm import relax
+from tvm_ffi.structural import structural_hash
+
+from . import __version__
+from .artifact import Artifact, ProvenanceRange
+from .config import NPUConfig
+from .ir.desc import FunctionDesc, FunctionOp, Unsupported
+from .ir.geometry import macs_of
+from .ir.memory import storage_dtype
+from .ir.registry import lookup
+from .isa import validate
+from .lowering import Lowerer, plan_and_lower
+from .lowering.dram import MemoryPlan, plan_memory
+from .lowering.memory import ConstPool, DramTensor
+from .options import CompileOptions, current_options
+from .relay_ext import partition as P
+from .relay_ext import patterns as pt
+from .relay_ext.functions import describe_function
+from .relay_ext.should_run import decide
+from .report import REPORT_META_KEY, OperatorPlacement, OpRecord, PartitionReport, remember
+
+MAX_ROUNDS = 8  # fusions per model: each round sends at least one failing operator back to the CPU
+
+
+class OperatorError(Exception):
+    """Code generation of one operator of an NPU function failed (`index`: its position)."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class CompiledFunction:
+    artifact: Artifact
+    records: List[OpRecord]
+
+
+# ---- one NPU function ------------------------------------------------------------------------------
+
+def compile_function(fn: relax.Function, symbol: str, config: NPUConfig, options: Optional[CompileOptions] = None,
+                     labels: Optional[Sequence[str]] = None) -> CompiledFunction:
+    """Compiles one partitioned NPU function; `labels`: per composite, the user's operators it covers."""
+    options = options or CompileOptions()
+    fd = describe_function(fn)                                               # describe
+    memory = plan_memory(fd)                                                 # plan memory
+    low = Lowerer(config, ConstPool(), options.double_buffer)
+    records = [_lower_operator(low, fd, i, memory, config, options, labels) for i in range(len(fd.ops))]
+    low.program.emit("end")                                                  # tokens: emitted per operator
+    program = low.program.encode()
+    if options.verify:                                                       # validate
+        validate(program, config, const_bytes=len(low.consts.data), io_bytes=_io_bytes(memory),
+                 scratch_bytes=memory.scratch_bytes)
+    return CompiledFunction(_package(config, symbol, program, low, memory, records), records)   # package
+
+
+def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPlan, config: NPUConfig,
+                    options: CompileOptions, labels: Optional[Sequence[str]]) -> OpRecord:
+    """plan tiles -> schedule -> walk -> lower, for one operator; failures name the operator."""
+    op = fd.ops[index]
+    label = labels[index] if labels is not None and index < len(labels) and labels[index] else op.name
+    try:
+        ins = _operands(low.consts, op, memory)
+        out = memory.values[op.result]
+        start = len(low.program)
+        plan = plan_and_lower(low, op.desc, ins, out, options, options.plan_override(label))  # plan tiles ->
+        #                                                                    schedule -> walk -> lower
+    except Unsupported as e:
+        raise OperatorError(index, f"{op.desc.composite} ({label}): {e}") from None
+    traffic = sum(t.nbytes for t in ins) + out.nbytes
+    return OpRecord(op.desc.composite, label, op.desc.sources, op.desc.kind, plan, macs_of(op.desc),
+                    (start, len(low.program)), low.estimates[-1], traffic, out.nbytes // out.itemsize,
+                    op.desc.integer)
+
+
+def _operands(consts: ConstPool, op: FunctionOp, memory: MemoryPlan) -> List[DramTensor]:
+    """The operator's inputs in DRAM: function values where the memory plan put them, its own
+    constants placed in CONST now (in operator order)."""
+    ins = []
+    for value, t in zip(op.operands, op.desc.inputs):
+        if t.is_const:
+            ins.append(consts.tensor(t.const, storage_dtype(op.desc, t)))
+        elif value not in memory.values:
+            raise Unsupported(f"an operand of {op.desc.composite} is not a function input or earlier result")
+        else:
+            ins.append(memory.values[value])
+    return ins
+
+
+def _io_bytes(memory: MemoryPlan) -> int:
+    return max((t.offset + t.nbytes for t in memory.io), default=0)
+
+
+def _package(config: NPUConfig, symbol: str, program: bytes, low: Lowerer, memory: MemoryPlan,
+             records: List[OpRecord]) -> Artifact:
+    provenance = [ProvenanceRange(r.instr_range[0], r.instr_range[1], r.composite,
+                                  f"{' + '.join(r.sources)}: {r.binding}") for r in records
+                  if r.instr_range[1] > r.instr_range[0]]
+    return Artifact(config, program, bytes(low.consts.data), memory.io, memory.scratch_bytes, provenance,
+                    {"tvm_npu": __version__, "symbol": symbol, "transposing_dma": low.stats["transposing_dma"],
+                     "steps": low.stats["steps"], "layers": [r.to_dict(config) for r in records]})
+
+
+# ---- a model --------------------------------------------------------------------------------------
+
+def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[CompileOptions] = None) -> tvm.IRModule:
+    """Offloads what the NPU can and should run; everything else is left for the CPU pipeline. If
+    TVM's partitioning passes cannot take the module at all (some control flow, data-dependent
+    shapes), the whole module stays on the CPU and the report says why: never a failed compile."""
+    if mod.attrs is not None and "external_mods" in mod.attrs:
+        return mod  # already partitioned (MergeCompositeFunctions cannot run twice)
+    options = options or current_options()
+    try:
+        part, report = compile_model(mod, config, options)
+    except Exception as e:  # noqa: BLE001 - TVM passes raise many types; the CPU path always works
+        reason = f"partitioning failed, the whole model runs on the CPU: {type(e).__name__}: " + \
+            (str(e).strip().splitlines() or [""])[-1][:300]
+        remember(PartitionReport(config.name, [OperatorPlacement(v.name, op, "cpu", reasons=[reason])
+                                               for v, op in P.safe_main_calls(mod)], {}, [], options.to_dict()))
+        return mod
+    remember(report)
+    return part
+
+
+def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) -> Tuple[tvm.IRModule, PartitionReport]:
+    """The model driver: (partitioned module with the NPU runtime module, report)."""
+    early = P.prepare(mod)                                                   # prepare
+    state = pt.PartitionState(config, options)
+    folded, fused = P.fuse(early, state)                                     # fuse (can run)
+    integer_fused = any(lookup(name).integer for name, _ in state.groups)
+    cache: Dict[tuple, CompiledFunction] = {}
+    functions: Optional[Dict[str, Dict[str, Any]]] = None
+    vetoed: Dict[Any, str] = {}
+    for _ in range(MAX_ROUNDS):
+        order = {v: i for i, (v, _) in enumerate(P.main_calls(folded))}
+        label = P.labels(folded)
+        compiled, failed = _codegen(fused, state, config, options, order, label, cache)   # codegen
+        if not failed and functions is None:                                 # decide (should run), once
+            functions = _decide(fused, compiled, state, config, options, label)
+            if options.should_run:
+                vetoed = {v: "kept on the CPU by the performance model (see the should-run decision)"
+                          for f in functions.values() if not f["offloaded"] for v in f.pop("_vars")}
+            refuse = vetoed
+        else:
+            refuse = failed
+        for f in (functions or {}).values():
+            f.pop("_vars", None)
+        if not refuse:
+            break
+        state = state.again(refuse)
+        if integer_fused:  # integer composites were fused before folding: fuse again from there
+            folded, fused = P.fuse(early, state)
+        else:
+            fused = P.fuse_float(folded, state)
+    else:
+        raise Unsupported(f"code generation kept failing after {MAX_ROUNDS} rounds")
+    report = PartitionReport(config.name, P.placements(early, folded, fused, state), functions or {},
+                             sorted(label.get(v, str(v)) for v in vetoed), options.to_dict())
+    symbols = [s for s, _ in P.npu_functions(fused)]
+    if not symbols:
+        return mod, report  # nothing to offload: the CPU pipeline gets the user's module exactly as it was
+    artifacts = {}
+    for i, s in enumerate(sorted(symbols)):
+        art = compiled[s].artifact
+        if i == 0:  # the report travels with the compiled module (tvm_npu.report_of)
+            art = dataclasses.replace(art, producer={**art.producer, REPORT_META_KEY: report.to_dict()})
+        artifacts[s] = art.serialize()
+    return P.package(fused, config.to_json(), artifacts), report             # package
+
+
+def _codegen(fused, state, config, options, order, label, cache) -> Tuple[Dict[str, CompiledFunction], Dict[Any, str]]:
+    """Compiles every NPU function; failures map back to the user's operators they cover."""
+    compiled, failed = {}, {}
+    covered, roots = P.function_vars(fused, state), P.function_roots(fused, state)
+    for symbol, fn in P.npu_functions(fused):
+        cov = covered.get(symbol, [])
+        labels = P.composite_sources(fn, cov, order, label)
+        key = (symbol, structural_hash(fn), tuple(labels))
+        try:
+            if key not in cache:
+                cache[key] = compile_function(fn, symbol, config, options, labels)
+            compiled[symbol] = cache[key]
+        except OperatorError as e:  # its root operator goes back: what it was fused with may still offload
+            root = roots[symbol][e.index] if e.index < len(roots[symbol]) else None
+            culprits = [root] if root is not None else [v for v, _ in cov]
+            failed.update({v: f"code generation failed: {e.reason}" for v in culprits})
+        except Unsupported as e:  # not attributable to one operator: the whole function goes back
+            failed.update({v: f"code generation of its NPU function failed: {e}" for v, _ in cov})
+    return compiled, failed
+
+
+def _decide(fused, compiled, state, config, options, label) -> Dict[str, Dict[str, Any]]:
+    covered = P.function_vars(fused, state)
+    functions = {}
+    for symbol, fn in P.npu_functions(fused):
+        cov = covered.get(symbol, [])
+        f = decide(fn, compiled[symbol].records, config, options.cpu, [label.get(v, v.name) for v, _ in cov])
+        f["_vars"] = [v for v, _ in cov]
+        if not options.should_run:
+            f["offloaded"] = True
+        functions[symbol] = f
+    return functions

@@ -1,0 +1,112 @@
+"""Geometry of the MAC operators, read from their descriptions: convolution sizes, matmul sizes, MACs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Tuple
+
+from .desc import OpDesc, Unsupported
+
+LAYOUT_AXES = {"NCHW": (0, 2, 3, 1), "NHWC": (0, 1, 2, 3)}  # logical axes of SRAM (n, h, w, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeom:
+    n: int
+    h: int
+    w: int
+    cin: int
+    cout: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pad: Tuple[int, int, int, int]  # top, left, bottom, right
+    groups: int
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.cin
+
+    @property
+    def cg(self) -> int:  # input channels per group
+        return self.cin // self.groups
+
+    @property
+    def ng(self) -> int:  # output channels per group
+        return self.cout // self.groups
+
+    def in_rows(self, rows: int) -> int:
+        return (rows - 1) * self.sh + (self.kh - 1) * self.dh + 1
+
+    def tile_in_channels(self, cols: int, depth: int) -> int:
+        if self.depthwise:
+            return max(1, cols * self.cin // self.cout)
+        if self.groups > 1:
+            return (cols // self.ng) * self.cg
+        return depth
+
+
+def kernel_hw(desc: OpDesc) -> Tuple[int, int]:
+    w = desc.inputs[1].shape
+    layout = desc.attrs["kernel_layout"]
+    return w[layout.index("H")], w[layout.index("W")]
+
+
+def conv_geom(desc: OpDesc) -> ConvGeom:
+    layout = desc.attrs["data_layout"]
+    if layout not in LAYOUT_AXES:
+        raise Unsupported(f"data layout {layout} (NCHW or NHWC only)")
+    ax = LAYOUT_AXES[layout]
+    x, o = desc.inputs[0].shape, desc.output.shape
+    kh, kw = kernel_hw(desc)
+    p = desc.attrs["padding"]
+    pad = (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[1], p[0], p[1])
+    return ConvGeom(x[ax[0]], x[ax[1]], x[ax[2]], x[ax[3]], o[ax[3]], o[ax[1]], o[ax[2]], kh, kw,
+                    *desc.attrs["strides"], *desc.attrs["dilation"], pad, desc.attrs["groups"])
+
+
+def matmul_geom(desc: OpDesc) -> Tuple[int, int, int]:
+    """(rows per batch, K, N). A 2-D rhs is shared by all rows of lhs; a batched rhs pairs with lhs
+    batch by batch (matmul_batches)."""
+    x, w = desc.inputs[0].shape, desc.inputs[1].shape
+    rows = math.prod(x[:-1]) if len(w) == 2 else x[-2]
+    return rows, x[-1], w[-1]
+
+
+def matmul_batches(desc: OpDesc) -> int:
+    w = desc.inputs[1].shape
+    return 1 if len(w) == 2 else math.prod(w[:-2])
+
+
+def macs_of(desc: OpDesc) -> int:
+    if desc.kind == "conv2d":
+        g = conv_geom(desc)
+        return g.n * g.oh * g.ow * g.cout * g.kh * g.kw * g.cg
+    if desc.kind == "matmul":
+        rows, k, n = matmul_geom(desc)
+        return matmul_batches(desc) * rows * k * n
+    return 0
+
+
+def pad4(shape) -> tuple:
+    """A shape of rank <= 4 as 4-D, leading unit dims added."""
+    if len(shape) > 4:
+        raise Unsupported(f"rank {len(shape)} > 4")
+    return (1,) * (4 - len(shape)) + tuple(shape)
+
+
+def mean_axes(shape, axis) -> tuple:
+    """(outer, red, inner) of a mean over adjacent axes (`axis` None: all)."""
+    rank = len(shape)
+    axes = tuple(range(rank)) if axis is None else tuple(sorted({int(a) % rank for a in axis}))
+    if not axes:
+        raise Unsupported("mean over no axis")
+    if axes != tuple(range(axes[0], axes[-1] + 1)):
+        raise Unsupported(f"mean over non-adjacent axes {axes}")
+    return (math.prod(shape[:axes[0]]), math.prod(shape[axes[0]:axes[-1] + 1]), math.prod(shape[axes[-1] + 1:]))

@@ -1,0 +1,60 @@
+"""The lowering stage: one lowering per operator family behind one dispatch table, over one shared
+emission toolkit (emit.py). Each lowering takes its operands placed in DRAM and the tile plan the
+tiling stage made, and emits the operator's double-buffered instructions; it never re-decides."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+from typing import Optional
+
+from .. import tiling
+from ..ir.desc import OpDesc, Unsupported
+from ..ir.plan import Refusal, TilePlan
+from ..options import CompileOptions
+from .emit import Lowerer
+from .integer import lower_qbinary, lower_qconcat, lower_qlut, lower_qmean, lower_qpool
+from .mac import lower_mac
+from .memory import DramTensor
+from .vector import lower_concat, lower_elementwise, lower_mean, lower_pool, lower_softmax
+
+Lowering = Callable[[Lowerer, OpDesc, List[DramTensor], DramTensor, TilePlan], None]
+
+LOWERINGS: Dict[str, Lowering] = {
+    "conv2d": lower_mac,
+    "matmul": lower_mac,
+    "binary": lower_elementwise,
+    "activation": lower_elementwise,
+    "softmax": lower_softmax,
+    "mean": lower_mean,
+    "concat": lower_concat,
+    "pool": lower_pool,
+    "qbinary": lower_qbinary,
+    "qlut": lower_qlut,
+    "qconcat": lower_qconcat,
+    "qpool": lower_qpool,
+    "qmean": lower_qmean,
+}
+
+
+def lower_op(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: TilePlan) -> None:
+    """Lowers one operator (its operands already placed in DRAM) with its tile plan."""
+    fn = LOWERINGS.get(desc.kind)
+    if fn is None:
+        raise Unsupported(f"no lowering for operator kind {desc.kind!r}")
+    fn(low, desc, list(ins), out, plan)
+
+
+def plan_and_lower(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor,
+                   options: Optional[CompileOptions] = None, override: Optional[TilePlan] = None) -> TilePlan:
+    """Asks the tiling stage for the operator's plan (for the DRAM dtypes its operands have), then
+    lowers it with that plan; a refusal raises Unsupported with the tiling stage's reason."""
+    options = options or CompileOptions(double_buffer=low.double_buffer)
+    plan = tiling.plan(desc, low.config, options, [t.dtype for t in ins], override)
+    if isinstance(plan, Refusal):
+        raise Unsupported(plan.reason)
+    lower_op(low, desc, ins, out, plan)
+    return plan
+
+
+__all__ = ["LOWERINGS", "Lowerer", "lower_op", "plan_and_lower"]

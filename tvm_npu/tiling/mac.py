@@ -1,0 +1,142 @@
+"""Tile plans of the MAC operators (conv2d, depthwise, grouped, matmul): candidates, SRAM needs and
+the default choice (the largest tiles that fit, whole K first)."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Optional
+
+from ..config import NPUConfig
+from ..ir.desc import OpDesc, Unsupported
+from ..ir.geometry import ConvGeom, conv_geom, matmul_geom
+from ..ir.memory import over_budget, sram_bytes
+from ..ir.plan import MacPlan
+from ..isa import DType, Space
+
+F16, F32 = DType.FP16, DType.FP32
+
+
+def _mults(total: int, unit: int, small: bool = False) -> List[int]:
+    """Candidate tile sizes: multiples of `unit` up to `total`, plus `total` itself (and, with
+    `small`, the sizes below `unit` for machines whose SRAMs cannot hold one unit), largest first."""
+    cands = {total} | {k * unit for k in range(1, total // unit + 1)}
+    if small:
+        cands |= {c for c in (8, 4, 2, 1) if c < unit}
+    return sorted((c for c in cands if 0 < c <= total), reverse=True)
+
+
+def _rows_candidates(total: int) -> List[int]:
+    cands = {total} | {2**i for i in range(0, int(math.log2(max(total, 1))) + 1)} | {math.ceil(total / k)
+                                                                                   for k in range(1, 9)}
+    return sorted((c for c in cands if 0 < c <= total), reverse=True)
+
+
+def _table_bytes(plan: MacPlan, quant: bool) -> int:
+    """Integer operators: the per-channel (multiplier, shift) table in ACC, double-buffered."""
+    return 2 * sram_bytes((1, 1, 1, 2 * plan.cols), DType.INT32) if quant else 0
+
+
+def needs_act_tmp(desc: OpDesc) -> bool:
+    return desc.activation is not None and desc.activation.kind in ("silu", "leaky_relu", "hard_swish")
+
+
+def conv_needs(g: ConvGeom, plan: MacPlan, bias: bool, act_tmp: bool, quant: bool = False) -> Dict[Space, int]:
+    cin_t = g.tile_in_channels(plan.cols, plan.depth)
+    iwp = g.w + g.pad[1] + g.pad[3]
+    in_tile = sram_bytes((1, g.in_rows(plan.rows), iwp, cin_t), F16)
+    cg_t = 1 if g.depthwise else (g.cg if g.groups > 1 else plan.depth)
+    w_tile = sram_bytes((g.kh, g.kw, cg_t, plan.cols), F16)
+    out_tile = sram_bytes((1, plan.rows, g.ow, plan.cols), F16)
+    acc = sram_bytes((1, plan.rows, g.ow, plan.cols), F32)
+    acc_total = acc * (2 if act_tmp else 1) + (2 * sram_bytes((1, 1, 1, plan.cols), F32) if bias else 0) + 16
+    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile,
+            Space.ACC: acc_total + _table_bytes(plan, quant)}
+
+
+def matmul_needs(k: int, plan: MacPlan, bias: bool, act_tmp: bool, quant: bool = False) -> Dict[Space, int]:
+    in_tile = sram_bytes((1, 1, plan.rows, plan.depth), F16)
+    w_tile = sram_bytes((1, 1, plan.depth, plan.cols), F16)
+    out_tile = sram_bytes((1, 1, plan.rows, plan.cols), F16)
+    acc = sram_bytes((1, 1, plan.rows, plan.cols), F32)
+    acc_total = acc * (2 if act_tmp else 1) + (2 * sram_bytes((1, 1, 1, plan.cols), F32) if bias else 0) + 16
+    return {Space.ACT: 2 * in_tile + 2 * out_tile, Space.WGT: 2 * w_tile,
+            Space.ACC: acc_total + _table_bytes(plan, quant)}
+
+
+def needs(desc: OpDesc, plan: MacPlan, config: NPUConfig) -> Dict[Space, int]:
+    """SRAM bytes the plan takes per SRAM (double-buffered input, weight and output tiles)."""
+    bias, tmp, quant = len(desc.inputs) > 2, needs_act_tmp(desc), desc.integer
+    if desc.kind == "conv2d":
+        return conv_needs(conv_geom(desc), plan, bias, tmp, quant)
+    return matmul_needs(matmul_geom(desc)[1], plan, bias, tmp, quant)
+
+
+def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> Iterable[MacPlan]:
+    """Every legal plan (the search space), largest depth first, then widest, then tallest."""
+    if desc.kind == "conv2d":
+        g = conv_geom(desc)
+        if g.depthwise:
+            unit = config.mac_cols * (g.cout // g.cin)
+            col_cands = [c for c in _mults(g.cout, unit) if c % (g.cout // g.cin) == 0]
+            depth_cands = [1]
+        elif g.groups > 1:
+            col_cands = [c for c in _mults(g.cout, g.ng) if c % g.ng == 0]
+            depth_cands = [g.cg]
+        else:
+            col_cands = _mults(g.cout, config.mac_cols)
+            depth_cands = _mults(g.cin, 16, small=True)
+        row_cands = _rows_candidates(g.oh)
+    else:
+        rows, k, n = matmul_geom(desc)
+        depth_cands, col_cands, row_cands = _mults(k, 16, small=True), _mults(n, config.mac_cols), _rows_candidates(rows)
+    for depth in depth_cands:
+        for cols in col_cands:
+            for rows in row_cands:
+                yield MacPlan(rows, cols, depth, double_buffer)
+
+
+def illegal(desc: OpDesc, plan: MacPlan) -> Optional[str]:
+    """Why a plan is not a tiling of this operator (None: it is). Any tile sizes within the operator
+    are legal (edge tiles are clipped); grouped convolutions keep whole groups per tile."""
+    if desc.kind == "conv2d":
+        g = conv_geom(desc)
+        rows, cols, k = g.oh, g.cout, g.cg
+        if g.depthwise:
+            mult = g.cout // g.cin
+            if plan.depth != 1 or plan.cols % mult:
+                return f"a depthwise tile takes depth 1 and a multiple of {mult} channels"
+        elif g.groups > 1 and (plan.depth != g.cg or plan.cols % g.ng):
+            return f"a grouped tile takes depth {g.cg} and whole groups of {g.ng} channels"
+    else:
+        rows, k, cols = matmul_geom(desc)
+    for name, v, hi in (("rows", plan.rows, rows), ("cols", plan.cols, cols), ("depth", plan.depth, k)):
+        if not 1 <= v <= max(hi, 1):
+            return f"{name} {v} outside 1..{hi}"
+    return None
+
+
+def default(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> MacPlan:
+    """The largest tiles that fit, preferring whole K (no re-accumulation), then wide, then tall:
+    per (depth, cols) the tallest fitting rows (needs grow with rows), the best score; stops at the
+    first depth that fits since whole-K tiles beat any re-accumulating ones."""
+    if desc.kind == "conv2d":
+        ow = conv_geom(desc).ow
+        score = lambda p: (p.depth, p.rows * p.cols * ow, p.cols)  # noqa: E731
+    else:
+        score = lambda p: (p.depth, p.rows * p.cols, p.cols)  # noqa: E731
+    groups: Dict[tuple, List[MacPlan]] = {}
+    for p in candidates(desc, config, double_buffer):
+        groups.setdefault((p.depth, p.cols), []).append(p)
+    best, smallest = None, None
+    for (depth, _), plans in groups.items():
+        if best is not None and depth < best.depth:
+            break
+        for plan in plans:
+            smallest = needs(desc, plan, config)
+            if over_budget(config, smallest) is None:
+                if best is None or score(plan) > score(best):
+                    best = plan
+                break
+    if best is None:
+        raise Unsupported(f"no {desc.kind} tile fits the SRAMs ({over_budget(config, smallest)} for the smallest tile)")
+    return best

@@ -1,0 +1,183 @@
+"""Tile plans of the float vector-unit operators (elementwise, softmax, mean, concat, pooling): the
+largest double-buffered tiles that fit ACT (and ACC for fp32 operands)."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence
+
+from ..config import NPUConfig
+from ..ir.desc import OpDesc, Unsupported
+from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
+from ..ir.memory import over_budget, sram_bytes
+from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan
+from ..isa import DType, Space
+
+F16, F32 = DType.FP16, DType.FP32
+RESERVE = 64  # ACT bytes kept free besides the tiles of elementwise operators
+SCALARS = 1024  # ACT bytes kept for per-row scalars of softmax and mean
+
+
+def _check(config: NPUConfig, needs: Dict[Space, int], what: str) -> None:
+    why = over_budget(config, needs)
+    if why:
+        raise Unsupported(f"{what} does not fit: {why}")
+
+
+# ---- elementwise: binary with broadcasting, activations -------------------------------------------
+
+def _elementwise_rows(desc: OpDesc, dtypes: Sequence[DType], double_buffer: bool):
+    """(bytes per ACT row, bytes per ACC row) of one tile row (d3 elements) with every buffer."""
+    shape4 = pad4(desc.output.shape)
+    consts = [d == F32 for d in dtypes]  # fp32 operands (constants, float32 inputs) go to ACC
+    wide = desc.kind == "binary" and any(consts)
+    if any(consts) and not wide:
+        raise Unsupported(f"{desc.kind} cannot read a float32 operand")
+    row = sram_bytes((1, 1, 1, shape4[3]), F16)
+    row32 = sram_bytes((1, 1, 1, shape4[3]), F32)
+    n_act = sum(not c for c in consts) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
+    slots = 2 if double_buffer else 1
+    return row * n_act * slots, (row32 * (len(dtypes) + 1) * slots if wide else 0)
+
+
+def elementwise_needs(desc: OpDesc, plan: RowPlan, dtypes: Sequence[DType]) -> Dict[Space, int]:
+    act_row, acc_row = _elementwise_rows(desc, dtypes, plan.double_buffer)
+    rows = plan.t1 * plan.t2
+    out = {Space.ACT: RESERVE + rows * act_row}
+    if acc_row:
+        out[Space.ACC] = RESERVE + rows * acc_row
+    return out
+
+
+def elementwise(desc: OpDesc, config: NPUConfig, double_buffer: bool, dtypes: Sequence[DType]) -> RowPlan:
+    """Rows of dims 1 and 2 of the 4-D view, dim 3 whole: as many as fit, dim 2 first."""
+    _, d1, d2, d3 = pad4(desc.output.shape)
+    act_row, acc_row = _elementwise_rows(desc, dtypes, double_buffer)
+    budget = (config.act_sram_bytes - RESERVE) // max(act_row, 1)
+    if acc_row:
+        budget = min(budget, (config.acc_sram_bytes - RESERVE) // acc_row)
+    if budget < 1:
+        raise Unsupported(f"one row of {d3} elements does not fit ACT with double buffering")
+    t2 = min(d2, budget)
+    t1 = max(1, min(d1, budget // t2)) if t2 == d2 else 1
+    plan = RowPlan(t1, t2, double_buffer)
+    _check(config, elementwise_needs(desc, plan, dtypes), "the elementwise tile")
+    return plan
+
+
+# ---- softmax ------------------------------------------------------------------------------------
+
+def softmax_needs(desc: OpDesc, plan: SoftmaxPlan, wide: bool) -> Dict[Space, int]:
+    length = desc.inputs[0].shape[-1]
+    row = sram_bytes((1, 1, 1, length), F16)
+    row32 = sram_bytes((1, 1, 1, length), F32) * 2 if wide else 0
+    return {Space.ACT: SCALARS + plan.rows * (row * 4 + 64), Space.ACC: plan.rows * (64 + row32)}
+
+
+def softmax(desc: OpDesc, config: NPUConfig, double_buffer: bool, wide: bool) -> SoftmaxPlan:
+    """Whole rows (the last axis), as many per tile as fit; `wide`: a float32 input kept fp32 in ACC."""
+    shape = desc.inputs[0].shape
+    rank = len(shape)
+    if desc.attrs["axis"] % rank != rank - 1:
+        raise Unsupported("softmax over an axis other than the last")
+    rows, length = math.prod(shape[:-1]), shape[-1]
+    row = sram_bytes((1, 1, 1, length), F16)
+    row32 = sram_bytes((1, 1, 1, length), F32) * 2 if wide else 0
+    budget = min((config.act_sram_bytes - SCALARS) // (row * 4 + 64), config.acc_sram_bytes // (64 + row32))
+    if budget < 1:
+        raise Unsupported(f"a softmax row of {length} does not fit ACT")
+    plan = SoftmaxPlan(min(rows, budget), double_buffer)
+    _check(config, softmax_needs(desc, plan, wide), "the softmax tile")
+    return plan
+
+
+# ---- mean ---------------------------------------------------------------------------------------
+
+def _mean_row(desc: OpDesc) -> int:
+    _, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    return sram_bytes((1, 1, red, inner), F16) if inner > 1 else sram_bytes((1, 1, 1, red), F16)
+
+
+def mean_needs(desc: OpDesc, plan: MeanPlan) -> Dict[Space, int]:
+    return {Space.ACT: SCALARS + plan.outer * (2 * _mean_row(desc) + 64)}
+
+
+def mean(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> MeanPlan:
+    """Whole reductions (one chunk), as many outer rows per tile as fit."""
+    outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    budget = (config.act_sram_bytes - SCALARS) // (2 * _mean_row(desc) + 64)
+    if budget < 1:
+        raise Unsupported(f"a mean over {red} x {inner} elements does not fit ACT")
+    plan = MeanPlan(min(outer, budget), red, inner, double_buffer)
+    _check(config, mean_needs(desc, plan), "the mean tile")
+    return plan
+
+
+# ---- concat -------------------------------------------------------------------------------------
+
+def concat_needs(desc: OpDesc, plan: ConcatPlan) -> Dict[Space, int]:
+    n = 2 if plan.double_buffer else 1
+    return {Space.ACT: 2 * n * sram_bytes(plan.slot, F16)}
+
+
+def concat(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> ConcatPlan:
+    """Each input copied in row tiles through one pair of slots (copy in, copy out)."""
+    o4 = pad4(desc.output.shape)
+    row = sram_bytes((1, 1, 1, o4[3]), F16)
+    budget = config.act_sram_bytes // (4 * row)
+    if budget < 1:
+        raise Unsupported(f"one row of {o4[3]} elements does not fit ACT with double buffering")
+    tiles = []
+    for t in desc.inputs:
+        _, d1, d2, _ = pad4(t.shape)
+        t2 = min(d2, budget)
+        t1 = max(1, min(d1, budget // t2)) if t2 == d2 else 1
+        tiles.append((t1, t2))
+    slot = (1, max(t[0] for t in tiles), min(o4[2], (config.act_sram_bytes - 64) // (4 * row)), o4[3])
+    plan = ConcatPlan(tuple(tiles), slot, double_buffer)
+    _check(config, concat_needs(desc, plan), "the concat slots")
+    return plan
+
+
+# ---- pooling ------------------------------------------------------------------------------------
+
+def pool_geometry(desc: OpDesc):
+    """(h, w, c, oh, ow, kh, sh) of a pooling operator in its layout."""
+    at = desc.attrs
+    if at.get("layout") not in LAYOUT_AXES:
+        raise Unsupported(f"pooling layout {at.get('layout')} (NCHW or NHWC)")
+    ax = LAYOUT_AXES[at["layout"]]
+    xs, os_ = desc.inputs[0].shape, desc.output.shape
+    _, h, w, c = (xs[a] for a in ax)
+    return h, w, c, os_[ax[1]], os_[ax[2]], at["pool_size"][0], at["strides"][0]
+
+
+def pool_tile_bytes(desc: OpDesc, rows: int, channels: int, dtype: DType) -> int:
+    """One input tile (the rows its windows read) and one output tile."""
+    h, w, _, _, ow, kh, sh = pool_geometry(desc)
+    return sram_bytes((1, min(h, (rows - 1) * sh + kh), w, channels), dtype) + sram_bytes((1, rows, ow, channels), dtype)
+
+
+def pool_needs(desc: OpDesc, plan: PoolPlan) -> Dict[Space, int]:
+    return {Space.ACT: 2 * pool_tile_bytes(desc, plan.rows, plan.channels, F16)}
+
+
+def pool(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> PoolPlan:
+    """All channels if one window row fits (else halved down to 16), then as many output rows as fit."""
+    h, w, c, oh, ow, kh, sh = pool_geometry(desc)
+    cap = config.act_sram_bytes
+
+    def need(rows: int, tc: int) -> int:  # double-buffered input and output tiles
+        return 2 * pool_tile_bytes(desc, rows, tc, F16)
+
+    tc = c
+    while need(1, tc) > cap:
+        if tc <= 16:
+            raise Unsupported(f"one pooling window row ({w} x {tc}) does not fit ACT")
+        tc = max(16, (tc + 1) // 2)
+    rows = 1
+    while rows < oh and need(rows + 1, tc) <= cap:
+        rows += 1
+    plan = PoolPlan(rows, tc, double_buffer)
+    _check(config, pool_needs(desc, plan), "the pooling tile")
+    return plan
