@@ -23,13 +23,9 @@ def bench(model, target: str, repeat: int, progress: bool) -> dict:
     from tvm import relax
 
     import tvm_npu
-    from model_zoo.fetch import fetch
-    from model_zoo.registry import all_sources
-    from model_zoo.runner import load_relax, macs_by_binding, reference_runner
+    from model_zoo.runner import load_relax, macs_by_binding, model_path, reference_runner
 
-    path = fetch(model.source, progress=progress, also=all_sources())
-    if model.derive is not None:  # e.g. the int8 QDQ version made from the float model
-        path = model.derive(path, None, progress)
+    path = model_path(model, progress=progress)  # (fetched, or derived from the fetched file: int8 QDQ)
     sample = model.samples(True, progress)[0]
     mod, out_names = load_relax(model, path)
     t0 = time.perf_counter()

@@ -57,7 +57,7 @@ def run_model(name: str, quick: bool = False, cache=None, progress: bool = True,
     from model_zoo import qdq
     from model_zoo.fetch import fetch
     from model_zoo.registry import get_model
-    from model_zoo.runner import load_onnx
+    from model_zoo.runner import load_relax
 
     zm = get_model(name)
     float_path = fetch(zm.source, cache, progress)
@@ -71,7 +71,7 @@ def run_model(name: str, quick: bool = False, cache=None, progress: bool = True,
     runs: Dict[str, Any] = {}
     try:
         t0 = time.perf_counter()
-        mod, tvm_outs = load_onnx(path, zm.input_name, zm.input_shape)
+        mod, tvm_outs = load_relax(zm, path)
         res["import_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         ex = tvm.compile(mod, target="llvm")
@@ -201,11 +201,11 @@ def catalogue(name: str, cache=None, progress: bool = True, snippets: bool = Tru
 
     from model_zoo import qdq
     from model_zoo.registry import get_model
-    from model_zoo.runner import load_onnx
+    from model_zoo.runner import load_relax
 
     zm = get_model(name)
     path = qdq.qdq_model(name, cache, progress)
-    mod, _ = load_onnx(path, zm.input_name, zm.input_shape)
+    mod, _ = load_relax(zm, path)
     cat = qdq.ir_catalogue(mod)
     lines, index = {}, {}
     for line in mod.script(show_meta=False).splitlines():
