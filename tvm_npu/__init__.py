@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 def _register() -> None:
     import npu_emulator
 
-    from . import target
+    from . import provenance, target
     from .relay_ext import codegen, patterns
 
+    provenance.install()  # frontends record which model operator each Relax call came from
     npu_emulator.load_library()  # the emulator and the "npu" runtime module loader live in one library
     patterns.register()
     codegen.register()

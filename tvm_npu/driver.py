@@ -160,8 +160,9 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
     vetoed: Dict[Any, str] = {}
     for _ in range(MAX_ROUNDS):
         order = {v: i for i, (v, _) in enumerate(P.main_calls(folded))}
-        label = P.labels(folded)
-        compiled, failed = _codegen(fused, state, config, options, order, label, cache)   # codegen
+        label = {**P.labels(early), **P.labels(folded)}
+        origin = {**P.origins(early), **P.origins(folded)}
+        compiled, failed = _codegen(fused, state, config, options, order, origin, cache)   # codegen
         if not failed and functions is None:                                 # decide (should run), once
             functions = _decide(fused, compiled, state, config, options, label)
             if options.should_run:
@@ -195,13 +196,13 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
     return P.package(fused, config.to_json(), artifacts), report             # package
 
 
-def _codegen(fused, state, config, options, order, label, cache) -> Tuple[Dict[str, CompiledFunction], Dict[Any, str]]:
+def _codegen(fused, state, config, options, order, origin, cache) -> Tuple[Dict[str, CompiledFunction], Dict[Any, str]]:
     """Compiles every NPU function; failures map back to the user's operators they cover."""
     compiled, failed = {}, {}
     covered, roots = P.function_vars(fused, state), P.function_roots(fused, state)
     for symbol, fn in P.npu_functions(fused):
         cov = covered.get(symbol, [])
-        labels = P.composite_sources(fn, cov, order, label)
+        labels = P.composite_sources(fn, cov, order, origin)
         key = (symbol, structural_hash(fn), tuple(labels))
         try:
             if key not in cache:

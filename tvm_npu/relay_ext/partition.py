@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from ..ir.registry import find
+from ..provenance import source_name
 from ..report import OperatorPlacement
 from . import patterns as pt
 from .codegen import CODEGEN_ARTIFACTS_KEY, CODEGEN_CONFIG_KEY
@@ -143,9 +144,13 @@ def composite_vars(fn: relax.Function, covered: List[tuple], order: Dict[Any, in
 
 
 def composite_sources(fn: relax.Function, covered: List[tuple], order: Dict[Any, int],
-                      label: Dict[Any, str]) -> List[str]:
-    """Per composite of fn, in order: the labels of the main-function bindings it covers."""
-    return [", ".join(label.get(v, v.name) for v in group) for group in composite_vars(fn, covered, order)]
+                      origin: Dict[Any, str]) -> List[str]:
+    """Per composite of fn, in order: the model operators it covers (each once, in model order)."""
+    out = []
+    for group in composite_vars(fn, covered, order):
+        names = [origin.get(v, v.name) for v in group]
+        out.append(", ".join(dict.fromkeys(names)))
+    return out
 
 
 def calls(fn: relax.Function):
@@ -155,14 +160,51 @@ def calls(fn: relax.Function):
                 yield b
 
 
+def origins(mod: tvm.IRModule) -> Dict[Any, str]:
+    """Per call binding of main, the model operator it came from: the ONNX node's name or the TFLite
+    operator's type and index (tvm_npu.provenance), else the binding's name. A binding the frontend made without recording its operator (a TFLite converter's intermediate
+    results) takes the operator of the bindings that use it, when they all come from one."""
+    calls = []
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op):
+                calls.append((b.var, b.value))
+    origin = {v: source_name(value) for v, value in calls}
+    users: Dict[Any, set] = {}
+    for v, value in calls:
+        for a in _vars_in(value.args):
+            users.setdefault(a, set()).add(v)
+    for v, _ in reversed(calls):  # consumers come later: inherit from them, last first
+        if origin[v] is None:
+            names = {origin.get(u) for u in users.get(v, ())}
+            if len(names) == 1 and None not in names:
+                origin[v] = names.pop()
+    return {v: origin[v] or v.name for v, _ in calls}
+
+
 def labels(mod: tvm.IRModule) -> Dict[Any, str]:
-    """A unique, stable label per call binding of main: its name, or name#index when passes left the
-    same name on several bindings."""
-    calls = main_calls(mod)
+    """A unique label per call binding of main: its origin (`origins`), with #index where several
+    bindings share one."""
+    names = list(origins(mod).items())
     count: Dict[str, int] = {}
-    for v, _ in calls:
-        count[v.name] = count.get(v.name, 0) + 1
-    return {v: v.name if count[v.name] == 1 else f"{v.name}#{i}" for i, (v, _) in enumerate(calls)}
+    for _, n in names:
+        count[n] = count.get(n, 0) + 1
+    seen: Dict[str, int] = {}
+    out = {}
+    for v, n in names:
+        k = seen[n] = seen.get(n, -1) + 1
+        out[v] = n if count[n] == 1 or k == 0 else f"{n}#{k}"
+    return out
+
+
+def _vars_in(args) -> List[Any]:
+    out = []
+    for a in args:
+        if isinstance(a, relax.Var):
+            out.append(a)
+        elif isinstance(a, relax.Tuple):
+            out += _vars_in(a.fields)
+    return out
 
 
 def main_calls(mod: tvm.IRModule) -> List[tuple]:
