@@ -5,7 +5,10 @@ Every integer field comes from :mod:`tvm_npu.quant` (computed by the pattern sid
 places and sequences. Tensors stay in their logical (Relax) layout in DRAM; the DMA views reshape,
 broadcast and transpose them (NCHW pools), exactly as the float lowering in ``lower.py`` does.
 
-OpDesc contract (``kind``, ``attrs``, ``inputs``, ``quant``); all inputs and the output are int8:
+OpDesc contract (``kind``, ``attrs``, ``inputs``, ``quant``); all inputs and the output are int8. ``quant`` is
+the typed record of :mod:`tvm_npu.ir.quant` (``BinaryQuant``, ``PoolQuant``, ``LutQuant``, ``ConcatQuant``,
+``MeanQuant``); a hand-written description may give the mapping forms below instead, which
+``ir.quant.quant_record`` turns into the record (refusing what is missing):
 
 * ``qbinary``: ``attrs["op"]`` in ``add | sub | mul``; inputs ``[a, b]`` (either may be an int8 CONST
   tensor), numpy broadcasting between the logical shapes, rank <= 4, output shape = the broadcast shape;
@@ -51,16 +54,15 @@ from .. import quant as Q
 from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import LAYOUT_AXES, pad4
 from ..ir.plan import ConcatPlan, IntTilePlan, MeanPlan, PoolPlan
+from ..ir.quant import quant_record
 from ..isa import DType, Instr, PoolMode, ReduceMode, Space, TensorRef
-from ..tiling.integer import MAX_DIM, concat_tables, qbinary_views, qlut_view, qmean_shapes
+from ..tiling.integer import MAX_DIM, qbinary_views, qlut_view, qmean_shapes
 from ..tir_schedules.vector import concat_schedule, int_tile_schedule, mean_schedule, pool_schedule
 from .emit import Lowerer, at, load, vector_events
 from .memory import DramTensor, SramAllocator
 from .pipeline import Step
 
 I8, I32 = DType.INT8, DType.INT32
-BINARY_FIELDS = ("a_offset", "a_mult", "a_shift", "b_offset", "b_mult", "b_shift", "left_shift", "o_mult",
-                 "o_shift", "o_offset", "act_min", "act_max")
 
 
 def _check_int8(desc: OpDesc, ins: List[DramTensor], out: DramTensor) -> None:
@@ -119,11 +121,7 @@ def lower_qbinary(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTe
         raise Unsupported(f"qbinary op {op!r} (add, sub or mul)")
     if len(ins) != 2:
         raise Unsupported(f"qbinary takes 2 operands, got {len(ins)}")
-    q = desc.quant
-    missing = [k for k in BINARY_FIELDS if not isinstance(q, dict) or k not in q]
-    if missing:
-        raise Unsupported(f"qbinary quant lacks the v{op} fields {missing}")
-    fields = {k: int(q[k]) for k in BINARY_FIELDS}
+    fields = quant_record(desc.kind, len(desc.inputs), desc.quant).fields()
     if not -128 <= fields["act_min"] <= fields["act_max"] <= 127:
         raise Unsupported(f"qbinary activation range [{fields['act_min']}, {fields['act_max']}] is not int8")
     shapes = [tuple(t.shape) for t in ins]
@@ -195,9 +193,7 @@ def lower_qlut(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTenso
     x = ins[0]
     if math.prod(x.shape) != math.prod(out.shape):
         raise Unsupported(f"qlut input {list(x.shape)} and output {list(out.shape)} differ in size")
-    if not isinstance(desc.quant, dict) or "table" not in desc.quant:
-        raise Unsupported("qlut quant must be {'table': int8[256]}")
-    table = _table(desc.quant["table"], "qlut table")
+    table = _table(quant_record(desc.kind, len(desc.inputs), desc.quant).table, "qlut table")
     alloc = SramAllocator(low.config)
     lut = alloc.alloc(Space.ACT, (1, 1, 1, 256), I8, "LUT")
     shape4 = qlut_view(desc)
@@ -215,7 +211,7 @@ def lower_qlut(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTenso
 
 def lower_qconcat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: ConcatPlan) -> None:
     _check_int8(desc, ins, out)
-    tables = concat_tables(desc)
+    tables = quant_record(desc.kind, len(desc.inputs), desc.quant).tables
     if not ins:
         raise Unsupported("qconcat of no inputs")
     rank_ = len(out.shape)
@@ -309,10 +305,8 @@ def lower_qpool(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTens
         raise Unsupported("average pooling that counts padding (vpool averages the in-bounds taps)")
     if len(x.shape) != 4 or len(out.shape) != 4:
         raise Unsupported(f"qpool of rank {len(x.shape)} (4 expected)")
-    q = desc.quant
-    if not isinstance(q, dict) or "act_min" not in q or "act_max" not in q:
-        raise Unsupported("qpool quant must be pool_quant's {'act_min', 'act_max'}")
-    act_min, act_max = int(q["act_min"]), int(q["act_max"])
+    q = quant_record(desc.kind, len(desc.inputs), desc.quant)
+    act_min, act_max = q.act_min, q.act_max
     if not -128 <= act_min <= act_max <= 127:
         raise Unsupported(f"qpool activation range [{act_min}, {act_max}] is not int8")
     ax = LAYOUT_AXES[layout]
@@ -379,11 +373,9 @@ def lower_qmean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTens
     inner = math.prod(shape[axes[-1] + 1:])
     if math.prod(out.shape) != outer * inner:
         raise Unsupported(f"qmean output {list(out.shape)} for {list(shape)} over {axes}")
-    q = desc.quant
-    if not isinstance(q, dict) or "in_q" not in q or "out_q" not in q:
-        raise Unsupported("qmean quant must be {'in_q': QParams, 'out_q': QParams}")
+    q = quant_record(desc.kind, len(desc.inputs), desc.quant)
     try:
-        f = Q.mean_quant(q["in_q"], q["out_q"], red, q.get("rounding", "real"))
+        f = Q.mean_quant(q.in_q, q.out_q, red, q.rounding)
     except (TypeError, ValueError) as e:
         raise Unsupported(f"qmean: {e}") from e
     if not -31 <= f["shift"] <= 31:

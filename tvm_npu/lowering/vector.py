@@ -237,7 +237,7 @@ def lower_pool(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTenso
     ax = LAYOUT_AXES[attrs["layout"]]
     xs, os_ = x.shape, out.shape
     n, h, w, c = (xs[a] for a in ax)
-    oh, ow = os_[ax[1]], os_[ax[2]]
+    ow = os_[ax[2]]
     kh, kw = attrs["pool_size"]
     sh, sw = attrs["strides"]
     rows, tc = plan.rows, plan.channels

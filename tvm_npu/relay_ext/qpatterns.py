@@ -21,6 +21,7 @@ from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
 from .. import quant as Q
 from ..ir.desc import OpDesc, TensorDesc, Unsupported
+from ..ir.quant import ConcatQuant, LutQuant, MeanQuant, PoolQuant, quant_record
 from ..ir.registry import OpSpec
 from .ops import Constant, ints, tensor_desc, with_exprs
 
@@ -297,7 +298,7 @@ def describe_qvector(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
             raise Unsupported("table index is not the int32 cast of the int8 input")
         x = _int8_desc(ann["input"])
         return with_exprs(OpDesc(composite, "qlut", [x], TensorDesc(x.shape, "int8"), {}, None,
-                                  ["relax.astype", "relax.add", "relax.take"], quant={"table": table}),
+                                 ["relax.astype", "relax.add", "relax.take"], quant=LutQuant(table)),
                            [ann["input"]])
     if spec.kind == "qbinary":
         op = _QBIN[root.op.name]
@@ -318,7 +319,8 @@ def describe_qvector(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
         top = ann.get("clip", ann["quantize"])
         srcs = ["relax.dequantize", root.op.name] + (["relax.nn.relu"] if "relu" in ann else []) + ["relax.quantize"]
         return with_exprs(OpDesc(composite, "qbinary", [a, b], TensorDesc(tensor_desc(top).shape, "int8"),
-                                  {"op": op}, None, srcs, quant=fields), [ann["lhs"], ann["rhs"]])
+                                 {"op": op}, None, srcs, quant=quant_record("qbinary", 2, fields)),
+                          [ann["lhs"], ann["rhs"]])
     if spec.kind == "qpool":
         a = root.attrs
         attrs = {"mode": spec.params["mode"], "pool_size": ints(a.pool_size),
@@ -329,13 +331,13 @@ def describe_qvector(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
         if spec.params.get("raw"):  # TFLite: raw integers, in/out parameters equal by construction
             if "cast" in ann and str(ann["cast"].attrs.dtype) != "int8":
                 raise Unsupported("average pool result not cast back to int8")
-            fields = {"act_min": -128, "act_max": 127}
+            fields = PoolQuant(-128, 127)
             out_shape = tensor_desc(ann.get("cast", root)).shape
             srcs = (["relax.astype", root.op.name, "relax.astype"] if "cast" in ann else [root.op.name])
         else:
             try:
-                fields = Q.pool_quant(_qparams(ann["dq_input"], "input"), _qparams(ann["quantize"], "output"),
-                                      mode=attrs["mode"])
+                fields = quant_record("qpool", 1, Q.pool_quant(_qparams(ann["dq_input"], "input"),
+                                                                _qparams(ann["quantize"], "output"), mode=attrs["mode"]))
             except ValueError as e:
                 raise Unsupported(str(e)) from e
             out_shape = tensor_desc(ann["quantize"]).shape
@@ -348,8 +350,8 @@ def describe_qvector(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
         axis = root.attrs.axis
         attrs = {"axis": None if axis is None else ints(axis), "keepdims": bool(root.attrs.keepdims)}
         x = _int8_desc(ann["input"])
-        quant = {"in_q": _qparams(ann["dq_input"], "input"), "out_q": _qparams(ann["quantize"], "output"),
-                 "rounding": "tflite" if tflite_semantics(ann["quantize"]) else "float"}
+        quant = MeanQuant(_qparams(ann["dq_input"], "input"), _qparams(ann["quantize"], "output"),
+                          "tflite" if tflite_semantics(ann["quantize"]) else "float")
         return with_exprs(OpDesc(composite, "qmean", [x], TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"),
                                   attrs, None, ["relax.dequantize", "relax.mean", "relax.quantize"], quant=quant),
                            [ann["input"]])
@@ -365,5 +367,5 @@ def describe_qvector(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
         return with_exprs(OpDesc(composite, "qconcat", [_int8_desc(i) for i in ins],
                                   TensorDesc(tensor_desc(ann["quantize"]).shape, "int8"), {"axis": int(root.attrs.axis)},
                                   None, ["relax.dequantize", "relax.concat", "relax.quantize"],
-                                  quant={"inputs": tables}), ins)
+                                 quant=ConcatQuant(tuple(tables))), ins)
     raise Unsupported(f"no integer lowering for {composite}")

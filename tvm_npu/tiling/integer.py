@@ -4,7 +4,7 @@ views: equal byte slots sharing what is left of ACT, resident operands and table
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import mean_axes, pad4
 from ..ir.memory import over_budget, sram_bytes
 from ..ir.plan import ConcatPlan, IntTilePlan, MeanPlan, PoolPlan
+from ..ir.quant import quant_record
 from ..isa import DType, Space
 from ..isa.spec import SRAM_ALIGN, row_stride
 from .vector import pool_geometry, pool_tile_bytes
@@ -128,16 +129,9 @@ def qlut_needs(desc: OpDesc, plan: IntTilePlan) -> Dict[Space, int]:
 
 # ---- qconcat ------------------------------------------------------------------------------------
 
-def concat_tables(desc: OpDesc) -> List[Optional[np.ndarray]]:
-    q = desc.quant
-    tables = q.get("inputs") if isinstance(q, dict) else q
-    if not isinstance(tables, (list, tuple)) or len(tables) != len(desc.inputs):
-        raise Unsupported(f"qconcat quant must be {{'inputs': [None or int8[256]] x {len(desc.inputs)}}}")
-    return list(tables)
-
-
 def _distinct_tables(desc: OpDesc) -> int:
-    return len({np.asarray(t).astype(np.int8).tobytes() for t in concat_tables(desc) if t is not None})
+    tables = quant_record(desc.kind, len(desc.inputs), desc.quant).tables
+    return len({np.asarray(t).astype(np.int8).tobytes() for t in tables if t is not None})
 
 
 def qconcat(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> ConcatPlan:

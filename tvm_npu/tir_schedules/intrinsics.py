@@ -6,84 +6,124 @@ those buffers). Tensorizing a scheduled loop nest replaces its inner tile by the
 the code generator (walker.py) turns into one MAC instruction.
 
 The MAC array takes any tile shape that fits the SRAMs, so intrinsics are generated per tile shape
-on first use (TVMScript text parsed with `tvm.script.from_source`; a loop of extent 1 stays a loop
-but not a block variable, as in the tile that the schedule's blockize matches) and registered under a name that
-encodes the shape. Operand dtypes are those of docs/ISA.md: fp16 x fp16 -> fp32 and int8/int16 x
-int8 -> int32.
+on first use and registered under a name that encodes the shape. They are built with TVM's IR
+builder (`tvm.script.ir_builder`), making the same calls the TVMScript parser would make for
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, w: T.handle, o: T.handle, <shape symbols>: T.int32):
+        A = T.match_buffer(a, (1, R, D), dt, offset_factor=1, scope=ACT)  # likewise W, O
+        with T.sblock("root"):
+            T.reads(O[0, 0:R, 0:C], A[0, 0:R, 0:D], W[0:D, 0:C])
+            T.writes(O[0, 0:R, 0:C])
+            for i, j, k in T.grid(R, C, D):
+                with T.sblock("update"):
+                    v_i, v_j, v_k = T.axis.remap("SSR", [i, j, k])
+                    O[0, v_i, v_j] = O[0, v_i, v_j] + T.Cast(adt, A[0, v_i, v_k]) * T.Cast(adt, W[v_k, v_j])
+
+(and `impl` with the body `T.evaluate(T.call_extern("int32", "npu.gemm", A.data, A.elem_offset,
+...))`), so the PrimFuncs are those the TVMScript text parses to, at a fraction of a millisecond
+instead of ~25 ms of parsing. A loop of extent 1 stays a loop but is not a block variable (its index
+is the constant 0), as in the tile that the schedule's blockize matches. Operand dtypes are those of
+docs/ISA.md: fp16 x fp16 -> fp32 and int8/int16 x int8 -> int32.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
-import tvm.script
 from tvm.s_tir import TensorIntrin
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import tirx as T
 
 from ..ir.memory import ACC, ACT, WGT
 
 _REGISTERED: set = set()  # intrinsic names registered in this process
-# TVMScript's `T.prim_func` decorator calls inspect.stack(), which costs ~40 ms at the depth of a
-# tvm.compile pass pipeline (3.5 s of a 12 s compile); parsed on a fresh thread the stack is short.
-_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvm_npu-tvmscript")
+
+Buf = Tuple[str, Sequence, str, str]  # name, shape (ints and symbol names), dtype, scope
+# update(B, v, s, adt) -> (indices of O, value stored): B maps buffer names to buffers, v loop names to
+# block variables (or the int 0 for a unit loop), s symbol names to the function's int32 parameters.
+Update = Callable[[dict, dict, dict, str], Tuple[list, object]]
 
 
-def _parse(text: str):
-    return _PARSER.submit(tvm.script.from_source, text).result()
-
-Buf = Tuple[str, Sequence[int], str, str]  # name, shape, dtype, scope
+def _region(buf, shape: Sequence, s: dict):
+    return buf[tuple(slice(0, s[d] if isinstance(d, str) else d) for d in shape)]
 
 
-def _region(name: str, shape: Sequence) -> str:
-    return f"{name}[{', '.join(f'0:{d}' for d in shape)}]"
+def _build(fname: str, bufs: List[Buf], syms: Sequence[str], body: Callable[[dict, dict], None]):
+    """The PrimFunc `fname(<buffer handles>, <syms>: int32)` matching `bufs` whose root block reads
+    all buffers, writes the last one and runs `body(B, s)`."""
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            T.func_name(fname)
+            handles = [T.arg(b[0].lower(), T.handle()) for b in bufs]
+            s = {name: T.arg(name, T.int32()) for name in syms}
+            B = {}
+            for (name, shape, dtype, scope), h in zip(bufs, handles):
+                buf = T.match_buffer(h, tuple(s[d] if isinstance(d, str) else d for d in shape), dtype,
+                                     offset_factor=1, scope=scope)
+                IRBuilder.name(name, buf)
+                B[name] = buf
+            out = bufs[-1]
+            with T.sblock("root"):
+                T.reads(_region(B[out[0]], out[1], s), *(_region(B[b[0]], b[1], s) for b in bufs[:-1]))
+                T.writes(_region(B[out[0]], out[1], s))
+                body(B, s)
+    return ib.get()
 
 
-def _script(fname: str, bufs: List[Buf], body: List[str], syms: Sequence[str]) -> str:
-    args = ", ".join([f"{b[0].lower()}: T.handle" for b in bufs] + [f"{s}: T.int32" for s in syms])
-    lines = ["# from tvm.script import tirx as T", "@T.prim_func(s_tir=True)", f"def {fname}({args}):"]
-    for name, shape, dtype, scope in bufs:
-        lines.append(f"    {name} = T.match_buffer({name.lower()}, ({', '.join(map(str, shape))},), \"{dtype}\", "
-                     f"offset_factor=1, scope=\"{scope}\")")
-    out = bufs[-1]
-    lines += ["    with T.sblock(\"root\"):",
-              f"        T.reads({_region(out[0], out[1])}, {', '.join(_region(b[0], b[1]) for b in bufs[:-1])})",
-              f"        T.writes({_region(out[0], out[1])})"]
-    return "\n".join(lines + ["        " + x for x in body]) + "\n"
+def _desc(bufs: List[Buf], syms: Sequence[str], loops: List[Tuple[str, str, str]], unit: Tuple[bool, ...],
+          update: Update):
+    kept = [(v, k) for (v, _, k), u in zip(loops, unit) if not u]
+    adt = bufs[-1][2]
+
+    def store(B, s, v):
+        indices, value = update(B, v, s, adt)
+        T.buffer_store(B[bufs[-1][0]], value, indices)
+
+    def body(B, s):
+        if not kept:
+            with T.sblock("update"):
+                store(B, s, {name: 0 for name, _, _ in loops})
+            return
+        with T.grid(*(1 if u else s[e] for (_, e, _), u in zip(loops, unit))) as iters:
+            for (name, _, _), it in zip(loops, iters):
+                IRBuilder.name(name, it)
+            with T.sblock("update"):
+                vs = T.axis.remap("".join(k for _, k in kept),
+                                  [it for it, u in zip(iters, unit) if not u])
+                vs = [vs] if len(kept) == 1 else list(vs)
+                for (name, _), var in zip(kept, vs):
+                    IRBuilder.name(f"v_{name}", var)
+                v = {name: 0 for name, _, _ in loops}
+                v.update({name: var for (name, _), var in zip(kept, vs)})
+                store(B, s, v)
+    return _build("desc", bufs, syms, body)
+
+
+def _impl(bufs: List[Buf], syms: Sequence[str], extern: str):
+    def body(B, s):
+        ptrs = [x for b in bufs for x in (B[b[0]].data, B[b[0]].elem_offset)]
+        T.evaluate(T.call_extern("int32", extern, *ptrs))
+    return _build("impl", bufs, syms, body)
 
 
 _TEMPLATES: Dict[tuple, tuple] = {}
 
 
-def _make(name: str, extern: str, bufs: List[Buf], loops: List[Tuple[str, str, str]], update: str,
+def _make(name: str, extern: str, bufs: List[Buf], loops: List[Tuple[str, str, str]], update: Update,
           values: Dict[str, int]) -> str:
-    """Registers desc/impl for `out[...] += update` over `loops` (name, extent symbol, "S"|"R").
+    """Registers desc/impl for `O[...] += update` over `loops` (name, extent symbol, "S"|"R").
 
-    Shapes, extents and index constants are symbols bound by `values`: the TVMScript text is parsed
-    once per *structure* (which loops have extent 1: such a loop stays a loop but is not a block
-    variable, as in the tile blockize matches) and specialised per shape with PrimFunc.specialize,
-    which costs microseconds where parsing costs ~50 ms."""
+    Shapes, extents and index constants are symbols bound by `values`: the PrimFuncs are built once
+    per *structure* (which loops have extent 1: such a loop stays a loop but is not a block
+    variable, as in the tile blockize matches) and specialised per shape with PrimFunc.specialize."""
     if name in _REGISTERED:
         return name
     syms = sorted(values)
     unit = tuple(values[e] == 1 for _, e, _ in loops)
     key = (extern, tuple((b[0], tuple(b[1]), b[2], b[3]) for b in bufs), tuple(loops), update, unit, tuple(syms))
     if key not in _TEMPLATES:
-        sub = {v: (f"v_{v}" if not u else "0") for (v, _, _), u in zip(loops, unit)}
-        kept = [(v, e, k) for (v, e, k), u in zip(loops, unit) if not u]
-        stmt = update.format(**sub)
-        grid = ", ".join(e if not u else "1" for (_, e, _), u in zip(loops, unit))
-        if kept:
-            body = [f"for {', '.join(v for v, _, _ in loops)} in T.grid({grid}):",
-                    "    with T.sblock(\"update\"):",
-                    f"        {', '.join(sub[v] for v, _, _ in kept)} = T.axis.remap("
-                    f"\"{''.join(k for _, _, k in kept)}\", [{', '.join(v for v, _, _ in kept)}])",
-                    f"        {stmt}"]
-        else:
-            body = ["with T.sblock(\"update\"):", f"    {stmt}"]
-        ptrs = ", ".join(f"{b[0]}.data, {b[0]}.elem_offset" for b in bufs)
-        desc = _parse(_script("desc", bufs, body, syms))
-        impl = _parse(_script("impl", bufs, [f"T.evaluate(T.call_extern(\"int32\", \"{extern}\", {ptrs}))"], syms))
-        _TEMPLATES[key] = (desc, impl)
+        _TEMPLATES[key] = (_desc(bufs, syms, loops, unit, update), _impl(bufs, syms, extern))
     desc, impl = _TEMPLATES[key]
     n = len(bufs)
 
@@ -94,9 +134,38 @@ def _make(name: str, extern: str, bufs: List[Buf], loops: List[Tuple[str, str, s
     return name
 
 
-def _a(adt: str, a_offset: int, load: str) -> str:
-    """The activation operand of the MAC: cast, plus the input offset (-zp_in) of integer operands."""
-    return f"(T.Cast(\"{adt}\", {load}) + AOFF)" if a_offset else f"T.Cast(\"{adt}\", {load})"
+# The updates. Each evaluates its expression with the Python operators in the order the TVMScript
+# text `O[...] = O[...] + (T.Cast(adt, A[...]) + AOFF) * T.Cast(adt, W[...])` would, so that the same
+# constant folding happens (e.g. `0 * SW + v_kx * DW` -> `v_kx * DW` for a unit loop x).
+
+def _mac(B, s, adt: str, out_idx: list, a_idx: tuple, w_idx: tuple):
+    """O[out] + (Cast(adt, A[a]) (+ AOFF)) * Cast(adt, W[w]); AOFF (the input offset -zp_in of
+    integer operands) only when it is a symbol."""
+    a = T.Cast(adt, B["A"][a_idx])
+    if "AOFF" in s:
+        a = a + s["AOFF"]
+    return out_idx, B["O"][tuple(out_idx)] + a * T.Cast(adt, B["W"][w_idx])
+
+
+def _gemm_update(B, v, s, adt):
+    i, j, k = v["i"], v["j"], v["k"]
+    w_idx = (0, k, j) if len(B["W"].ty.shape) == 3 else (k, j)
+    return _mac(B, s, adt, [0, i, j], (0, i, k), w_idx)
+
+
+def _window(v, s):
+    return v["y"] * s["SH"] + v["ky"] * s["DH"], v["x"] * s["SW"] + v["kx"] * s["DW"]
+
+
+def _conv2d_update(B, v, s, adt):
+    y, x, c, ci = v["y"], v["x"], v["c"], v["ci"]
+    chan = c // s["NG"] * s["CG"] + ci if "NG" in s else ci
+    return _mac(B, s, adt, [0, y, x, c], (0, *_window(v, s), chan), (v["ky"], v["kx"], ci, c))
+
+
+def _dwconv2d_update(B, v, s, adt):
+    y, x, c = v["y"], v["x"], v["c"]
+    return _mac(B, s, adt, [0, y, x, c], (0, *_window(v, s), c // s["M"]), (v["ky"], v["kx"], 0, c))
 
 
 def gemm_intrin(rows: int, depth: int, cols: int, batched_rhs: bool, dt: str = "float16",
@@ -107,12 +176,9 @@ def gemm_intrin(rows: int, depth: int, cols: int, batched_rhs: bool, dt: str = "
     if a_offset:
         values["AOFF"] = a_offset
     w_shape = (1, "D", "C") if batched_rhs else ("D", "C")
-    w_idx = "W[0, {k}, {j}]" if batched_rhs else "W[{k}, {j}]"
     return _make(name, "npu.gemm", [("A", (1, "R", "D"), dt, ACT), ("W", w_shape, wdt, WGT),
                                      ("O", (1, "R", "C"), adt, ACC)],
-                 [("i", "R", "S"), ("j", "C", "S"), ("k", "D", "R")],
-                 f"O[0, {{i}}, {{j}}] = O[0, {{i}}, {{j}}] + {_a(adt, a_offset, 'A[0, {i}, {k}]')} * "
-                 f"T.Cast(\"{adt}\", {w_idx})", values)
+                 [("i", "R", "S"), ("j", "C", "S"), ("k", "D", "R")], _gemm_update, values)
 
 
 def conv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, cin: int, sh: int, sw: int, dh: int, dw: int,
@@ -132,14 +198,10 @@ def conv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, cin: int, sh:
         values.update(NG=ng, CG=cg)
     if a_offset:
         values["AOFF"] = a_offset
-    chan = "{c} // NG * CG + {ci}" if ng else "{ci}"
     return _make(name, "npu.conv2d", [("A", (1, "IH", "IW", "CA"), dt, ACT), ("W", ("KH", "KW", "CI", "CO"), wdt, WGT),
                                        ("O", (1, "R", "OW", "CO"), adt, ACC)],
                  [("y", "R", "S"), ("x", "OW", "S"), ("c", "CO", "S"), ("ky", "KH", "R"), ("kx", "KW", "R"),
-                  ("ci", "CI", "R")],
-                 "O[0, {y}, {x}, {c}] = O[0, {y}, {x}, {c}] + "
-                 + _a(adt, a_offset, f"A[0, {{y}} * SH + {{ky}} * DH, {{x}} * SW + {{kx}} * DW, {chan}]")
-                 + f" * T.Cast(\"{adt}\", W[{{ky}}, {{kx}}, {{ci}}, {{c}}])", values)
+                  ("ci", "CI", "R")], _conv2d_update, values)
 
 
 def dwconv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, mult: int, sh: int, sw: int, dh: int,
@@ -154,6 +216,4 @@ def dwconv2d_intrin(rows: int, ow: int, cols: int, kh: int, kw: int, mult: int, 
     return _make(name, "npu.dwconv2d", [("A", (1, "IH", "IW", "CA"), dt, ACT), ("W", ("KH", "KW", 1, "CO"), wdt, WGT),
                                          ("O", (1, "R", "OW", "CO"), adt, ACC)],
                  [("y", "R", "S"), ("x", "OW", "S"), ("c", "CO", "S"), ("ky", "KH", "R"), ("kx", "KW", "R")],
-                 "O[0, {y}, {x}, {c}] = O[0, {y}, {x}, {c}] + "
-                 + _a(adt, a_offset, "A[0, {y} * SH + {ky} * DH, {x} * SW + {kx} * DW, {c} // M]")
-                 + f" * T.Cast(\"{adt}\", W[{{ky}}, {{kx}}, 0, {{c}}])", values)
+                 _dwconv2d_update, values)
