@@ -121,14 +121,20 @@ def function_roots(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, L
 
 
 def _covered(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, List[tuple]]:
+    # accepted matches by (pattern, size), in the order the checks saw them; each is used once
+    pending: Dict[tuple, List[tuple]] = {}
+    for (gname, group), root in zip(state.groups, state.roots):
+        pending.setdefault((gname, len(group)), []).append((group, root))
     used, out = set(), {}
     for symbol, fn in _npu_functions(fused):
         covered = []
         for name, calls in _composites(fn):
-            for (gname, group), root in zip(state.groups, state.roots):
-                if gname == name and len(group) == calls and not used.intersection(group):
+            queue = pending.get((name, calls), [])
+            for i, (group, root) in enumerate(queue):
+                if not used.intersection(group):
                     used.update(group)
                     covered += [(v, name, root) for v in group]
+                    del queue[:i + 1]  # earlier entries overlap a used match: never usable again
                     break
         out[symbol] = covered
     return out
