@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
+from .ir.plan import plan_from_dict
+
 __all__ = ["CompileOptions", "CpuModel", "compile_options", "current_options", "load_plan_overrides"]
 
 
@@ -90,8 +92,6 @@ def current_options() -> CompileOptions:
 def load_plan_overrides(source: Union[str, Path, Mapping[str, Mapping[str, Any]]]) -> Tuple[Tuple[str, Any], ...]:
     """Plan overrides from a JSON file or dict `{label: {"rows": .., "cols": .., "depth": ..}}`
     (MAC operators; the fields of the operator's tile plan type otherwise)."""
-    from .ir.plan import plan_from_dict
-
     if not isinstance(source, Mapping):
         path = Path(source)
         try:

@@ -10,9 +10,11 @@ import json
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
+from .artifact import Artifact
 from .config import NPUConfig
 from .ir.plan import TilePlan
 from .perf_model import roofline_cycles
+from .runtime_module import find_npu_modules
 
 REPORT_META_KEY = "partition_report"  # artifact metadata key of the report
 
@@ -121,9 +123,6 @@ def last_report() -> Optional[PartitionReport]:
 
 def report_of(module) -> Optional[PartitionReport]:
     """The report a compiled module carries (an Executable, a runtime Module or a loaded library)."""
-    from .artifact import Artifact
-    from .runtime_module import find_npu_modules
-
     for m in find_npu_modules(getattr(module, "mod", module)):
         for symbol in m["npu_symbols"]():
             meta = Artifact.deserialize(bytes(m["npu_artifact"](str(symbol)))).producer

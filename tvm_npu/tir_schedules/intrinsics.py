@@ -29,7 +29,7 @@ docs/ISA.md: fp16 x fp16 -> fp32 and int8/int16 x int8 -> int32.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 from tvm.s_tir import TensorIntrin
 from tvm.script.ir_builder import IRBuilder
@@ -39,39 +39,38 @@ from ..ir.memory import ACC, ACT, WGT
 
 _REGISTERED: set = set()  # intrinsic names registered in this process
 
-Buf = Tuple[str, Sequence, str, str]  # name, shape (ints and symbol names), dtype, scope
+Buf = tuple[str, Sequence, str, str]  # name, shape (ints and symbol names), dtype, scope
 # update(B, v, s, adt) -> (indices of O, value stored): B maps buffer names to buffers, v loop names to
 # block variables (or the int 0 for a unit loop), s symbol names to the function's int32 parameters.
-Update = Callable[[dict, dict, dict, str], Tuple[list, object]]
+Update = Callable[[dict, dict, dict, str], tuple[list, object]]
 
 
 def _region(buf, shape: Sequence, s: dict):
     return buf[tuple(slice(0, s[d] if isinstance(d, str) else d) for d in shape)]
 
 
-def _build(fname: str, bufs: List[Buf], syms: Sequence[str], body: Callable[[dict, dict], None]):
+def _build(fname: str, bufs: list[Buf], syms: Sequence[str], body: Callable[[dict, dict], None]):
     """The PrimFunc `fname(<buffer handles>, <syms>: int32)` matching `bufs` whose root block reads
     all buffers, writes the last one and runs `body(B, s)`."""
-    with IRBuilder() as ib:
-        with T.prim_func(s_tir=True):
-            T.func_name(fname)
-            handles = [T.arg(b[0].lower(), T.handle()) for b in bufs]
-            s = {name: T.arg(name, T.int32()) for name in syms}
-            B = {}
-            for (name, shape, dtype, scope), h in zip(bufs, handles):
-                buf = T.match_buffer(h, tuple(s[d] if isinstance(d, str) else d for d in shape), dtype,
-                                     offset_factor=1, scope=scope)
-                IRBuilder.name(name, buf)
-                B[name] = buf
-            out = bufs[-1]
-            with T.sblock("root"):
-                T.reads(_region(B[out[0]], out[1], s), *(_region(B[b[0]], b[1], s) for b in bufs[:-1]))
-                T.writes(_region(B[out[0]], out[1], s))
-                body(B, s)
+    with IRBuilder() as ib, T.prim_func(s_tir=True):
+        T.func_name(fname)
+        handles = [T.arg(b[0].lower(), T.handle()) for b in bufs]
+        s = {name: T.arg(name, T.int32()) for name in syms}
+        B = {}
+        for (name, shape, dtype, scope), h in zip(bufs, handles):
+            buf = T.match_buffer(h, tuple(s[d] if isinstance(d, str) else d for d in shape), dtype,
+                                 offset_factor=1, scope=scope)
+            IRBuilder.name(name, buf)
+            B[name] = buf
+        out = bufs[-1]
+        with T.sblock("root"):
+            T.reads(_region(B[out[0]], out[1], s), *(_region(B[b[0]], b[1], s) for b in bufs[:-1]))
+            T.writes(_region(B[out[0]], out[1], s))
+            body(B, s)
     return ib.get()
 
 
-def _desc(bufs: List[Buf], syms: Sequence[str], loops: List[Tuple[str, str, str]], unit: Tuple[bool, ...],
+def _desc(bufs: list[Buf], syms: Sequence[str], loops: list[tuple[str, str, str]], unit: tuple[bool, ...],
           update: Update):
     kept = [(v, k) for (v, _, k), u in zip(loops, unit) if not u]
     adt = bufs[-1][2]
@@ -100,18 +99,18 @@ def _desc(bufs: List[Buf], syms: Sequence[str], loops: List[Tuple[str, str, str]
     return _build("desc", bufs, syms, body)
 
 
-def _impl(bufs: List[Buf], syms: Sequence[str], extern: str):
+def _impl(bufs: list[Buf], syms: Sequence[str], extern: str):
     def body(B, s):
         ptrs = [x for b in bufs for x in (B[b[0]].data, B[b[0]].elem_offset)]
         T.evaluate(T.call_extern("int32", extern, *ptrs))
     return _build("impl", bufs, syms, body)
 
 
-_TEMPLATES: Dict[tuple, tuple] = {}
+_TEMPLATES: dict[tuple, tuple] = {}
 
 
-def _make(name: str, extern: str, bufs: List[Buf], loops: List[Tuple[str, str, str]], update: Update,
-          values: Dict[str, int]) -> str:
+def _make(name: str, extern: str, bufs: list[Buf], loops: list[tuple[str, str, str]], update: Update,
+          values: dict[str, int]) -> str:
     """Registers desc/impl for `O[...] += update` over `loops` (name, extent symbol, "S"|"R").
 
     Shapes, extents and index constants are symbols bound by `values`: the PrimFuncs are built once
