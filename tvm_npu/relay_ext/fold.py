@@ -2,8 +2,9 @@
 
 TVM's FoldConstant JIT-compiles every constant subexpression with LLVM (about 50 ms each);
 batch-norm folding leaves a few per convolution, which made it most of the compile time of real
-models. The elementwise and shape operators here are evaluated with numpy in float32 exactly as
-TVM's kernels would (IEEE single precision, same operation); anything else is left to FoldConstant.
+models, and fp16-weight TFLite models cast every weight to float32. The elementwise, cast and shape
+operators here are evaluated with numpy exactly as TVM's kernels would (IEEE single precision, same
+operation; float casts round to nearest even); anything else is left to FoldConstant.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .ops import Unsupported, Constant, scalar
 
 _BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
            "relax.divide": np.divide}
+_FLOATS = {"float16", "float32", "float64"}
 _UNARY = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda x: 1 / np.sqrt(x), "relax.negative": np.negative}
 
 
@@ -48,6 +50,9 @@ class _NumpyFolder(PyExprMutator):
                                                                                            np.floating):
                 with np.errstate(all="ignore"):
                     out = _UNARY[name](args[0]).astype(args[0].dtype)
+            elif name == "relax.astype" and args and args[0] is not None and _FLOATS.issuperset(
+                    (str(args[0].dtype), str(call.attrs.dtype))):  # exact (widening) or IEEE round-to-nearest-even
+                out = args[0].astype(str(call.attrs.dtype))
             elif name == "relax.permute_dims" and args and args[0] is not None:
                 axes = call.attrs.axes
                 out = np.transpose(args[0], None if axes is None else [int(a) for a in axes])
