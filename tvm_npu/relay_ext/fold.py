@@ -53,6 +53,9 @@ class _NumpyFolder(PyExprMutator):
             elif name == "relax.astype" and args and args[0] is not None and _FLOATS.issuperset(
                     (str(args[0].dtype), str(call.attrs.dtype))):  # exact (widening) or IEEE round-to-nearest-even
                 out = args[0].astype(str(call.attrs.dtype))
+            elif name == "relax.broadcast_to" and args and args[0] is not None and isinstance(call.args[1],
+                                                                                              relax.ShapeExpr):
+                out = np.broadcast_to(args[0], [int(scalar(d)) for d in call.args[1].values])
             elif name == "relax.permute_dims" and args and args[0] is not None:
                 axes = call.attrs.axes
                 out = np.transpose(args[0], None if axes is None else [int(a) for a in axes])

@@ -110,9 +110,9 @@ def function_vars(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, Li
 
 def function_roots(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, List[Any]]:
     """symbol -> per composite call, the main-function binding its pattern's root matched."""
-    out = {}
+    out, covered = {}, _covered(fused, state)
     for symbol, fn in _npu_functions(fused):
-        cov, i, roots = _covered(fused, state).get(symbol, []), 0, []
+        cov, i, roots = covered.get(symbol, []), 0, []
         for _, n_calls in _composites(fn):
             roots.append(cov[i][2] if i < len(cov) else None)
             i += n_calls
