@@ -5,7 +5,7 @@ Two comparisons in one run (text and --json), each measurement repeated --repeat
 
   vela  For every .tflite in --vela-data (default ../shared/data/vela beside the repository): the
         first `tvm.compile(mod, target="npu")` in a fresh process after `import tvm_npu`, the model
-        loaded as `tvm-npu compile` loads it (tvm_npu.frontend.load), against the WHOLE process wall
+        loaded as `tvm-npu compile` loads it (tvm_npu.importer.load), against the WHOLE process wall
         time of Vela 5.2 on the same file (`vela FILE --accelerator-config ethos-u65-256
         --system-config Ethos_U65_Client_Server --memory-mode Dedicated_Sram_384KB`, Vela's built-in
         vela.ini; the configuration of ../shared/data/vela/vela_5.2_estimates.json). The subprocess's

@@ -65,7 +65,7 @@ class PartitionReport:
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the CompileOptions used
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"config": self.config, "placements": [dataclasses.asdict(p) for p in self.placements],
+        return {"config": self.config, "placements": [{**vars(p), "reasons": list(p.reasons)} for p in self.placements],
                 "functions": self.functions, "vetoed": self.vetoed, "options": self.options}
 
     def to_json(self) -> str:
