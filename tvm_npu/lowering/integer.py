@@ -57,7 +57,8 @@ from ..ir.plan import ConcatPlan, IntTilePlan, MeanPlan, PoolPlan
 from ..ir.quant import quant_record
 from ..isa import DType, Instr, PoolMode, ReduceMode, Space, TensorRef
 from ..tiling.integer import MAX_DIM, qbinary_views, qlut_view, qmean_shapes
-from ..tir_schedules.vector import concat_schedule, int_tile_schedule, mean_schedule, pool_schedule
+from ..tir_schedules.vector import (concat_schedule, int_tile_schedule, mean_schedule, operand_param, pool_schedule,
+                                    table_param)
 from .emit import Lowerer, at, load, vector_events
 from .memory import DramTensor, SramAllocator
 from .pipeline import Step
@@ -145,7 +146,7 @@ def lower_qbinary(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTe
     cap, tile = plan.slot_bytes, plan.tile
     slots = {k: _byte_slots(low, alloc, cap, f"operand {k}") for k in range(2) if not invariant[k]}
     out_slots = _byte_slots(low, alloc, cap, "output")
-    params = {f"in{k}": o for k, o in enumerate(ops)}
+    params = {operand_param(k): o for k, o in enumerate(ops)}
     params["store"] = out4
     _emit_int_tiles(low, op, [tuple(o.shape) for o in ops], tuple(o4), tile, invariant, params, fixed, slots,
                     out_slots, lambda a, o: Instr.make("v" + op, a=a[0], b=a[1], o=o, **fields))
@@ -157,11 +158,12 @@ def _emit_int_tiles(low: Lowerer, kind: str, shapes, o4, tile, invariant, params
     walker's events: loads once (invariant operands, the table) or per tile, the vector instruction
     `make(operands, out)` per tile, the store."""
     events = vector_events(int_tile_schedule, kind, shapes, o4, tile, invariant, low.double_buffer)
+    operand_index = {operand_param(k): k for k in range(len(shapes))}
     steps: List[Step] = []
     step, rank, current, first = None, 0, {}, []
     for ev in events:
         if ev.kind == "load":
-            k = int(ev.param[2:]) if ev.param.startswith("in") else ev.param
+            k = operand_index.get(ev.param, ev.param)
             if k in fixed:  # once, with the first tile
                 current[k] = at(fixed[k], ev.shape)
                 first.append(load(current[k], params[ev.param].view(ev.axes, dict(ev.start))))
@@ -201,7 +203,7 @@ def lower_qlut(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTenso
     cap, tile = plan.slot_bytes, plan.tile
     in_slots = _byte_slots(low, alloc, cap, "input")
     out_slots = _byte_slots(low, alloc, cap, "output")
-    params = {"in0": x4, "T": low.consts.tensor(table, I8), "store": o4}
+    params = {operand_param(0): x4, table_param(): low.consts.tensor(table, I8), "store": o4}
     _emit_int_tiles(low, "lut", [tuple(shape4)], tuple(shape4), tile, [False], params, {"T": lut}, {0: in_slots},
                     out_slots, lambda a, o: Instr.make("vlut", a=a[0], o=o, lut_addr=lut.addr))
 
@@ -254,13 +256,14 @@ def lower_qconcat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTe
     for t4 in ins4:
         offsets.append(off)
         off += t4.shape[a4]
-    params = {f"in{k}": t for k, t in enumerate(ins4)}
+    params = {operand_param(k): t for k, t in enumerate(ins4)}
+    operand_index = {operand_param(k): k for k in range(len(ins4))}
     steps: List[Step] = []
     for ev in events:  # the TensorIR tiles of each input: load, copy or lookup, store
-        if ev.kind == "load" and ev.param.startswith("T"):
+        if ev.kind == "load" and ev.param not in operand_index:
             continue  # the tables are loaded once, below
         if ev.kind == "load":
-            k = int(ev.param[2:])
+            k = operand_index[ev.param]
             rank = len(steps)
             a = at(low.slot(in_slots, rank), ev.shape)
             step = Step(loads=(list(const_loads) if rank == 0 else []) + [load(a, params[ev.param].view(

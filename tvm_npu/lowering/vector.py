@@ -14,7 +14,8 @@ from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
 from ..ir.memory import dtype_of, space_of
 from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan
 from ..isa import Func, Instr, PoolMode, ReduceMode, Space
-from ..tir_schedules.vector import concat_schedule, elementwise_schedule, mean_schedule, pool_schedule, softmax_schedule
+from ..tir_schedules.vector import (concat_schedule, elementwise_schedule, mean_schedule, operand_param, pool_schedule,
+                                    softmax_schedule, store_param)
 from .emit import F16, F32, Lowerer, at, binop, load, vector_events
 from .memory import DramTensor, SramAllocator
 from .pipeline import Step
@@ -40,7 +41,7 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
     key_dtypes = ["float32" if c else "float16" for c in consts]
     events = vector_events(elementwise_schedule, desc, [o.shape for o in ops], key_dtypes, shape4, t1m, t2m,
                            low.double_buffer)
-    params = {f"in{i}": o for i, o in enumerate(ops)}
+    params = {operand_param(i): o for i, o in enumerate(ops)}
     params["store"] = o4
     alloc = SramAllocator(low.config)
     bufs, shapes, first = {}, {}, {}
@@ -205,7 +206,8 @@ def lower_concat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTen
     for t4 in ins4:
         offsets.append(off)
         off += t4.shape[a4]
-    params = {f"in{k}": t for k, t in enumerate(ins4)}
+    params = {operand_param(k): t for k, t in enumerate(ins4)}
+    store_index = {store_param(k): k for k in range(len(ins4))}
     alloc = SramAllocator(low.config)
     shape = tuple(plan.slot)
     in_slots = low.slots(alloc, Space.ACT, shape, F16, "copy in")
@@ -221,7 +223,7 @@ def lower_concat(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTen
             dst = at(low.slot(out_slots, rank), ev.shape)
             step.computes.append(Instr.make("vcvt", a=buf, o=dst))
         elif ev.kind == "store":  # store<k> writes input k's place: shift its start along the axis
-            k = int(ev.param[len("store"):])
+            k = store_index[ev.param]
             start = {d: v + (offsets[k] if d == a4 else 0) for d, v in ev.start}
             step.stores.append(Instr.make("dma.store", src=dst, dst=o4.view(ev.axes, start)))
             rank += 1

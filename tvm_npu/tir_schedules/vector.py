@@ -20,6 +20,22 @@ from ..ir.geometry import LAYOUT_AXES
 from ..ir.memory import ACC, ACT
 from .kernels import activation_expr
 
+
+# The parameter-naming contract between these kernels and the lowering (which looks names up, never parses them)
+def operand_param(k: int) -> str:
+    """The PrimFunc parameter of operand k."""
+    return f"in{k}"
+
+
+def store_param(k: int) -> str:
+    """The store stage (and its events' param) of concatenation input k."""
+    return f"store{k}"
+
+
+def table_param(k: int = None) -> str:
+    """The lookup table of concatenation input k (None: the one table of a lookup kernel)."""
+    return "T" if k is None else f"T{k}"
+
 _OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
         "max": tirx.max, "min": tirx.min}
 _CACHE: Dict[tuple, object] = {}
@@ -33,7 +49,7 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
     if key in _CACHE:
         return _CACHE[key]
     wide = desc.kind == "binary" and "float32" in dtypes
-    ins = [te.placeholder(s, d, name=f"in{i}") for i, (s, d) in enumerate(zip(shapes, dtypes))]
+    ins = [te.placeholder(s, d, name=operand_param(i)) for i, (s, d) in enumerate(zip(shapes, dtypes))]
 
     def at(t, shape, i):  # broadcasting: a unit dim of an operand reads index 0
         return t[tuple(0 if shape[d] == 1 else i[d] for d in range(4))]
@@ -88,7 +104,7 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
     if double_buffer:
         for blk in annotate:
             sch.annotate(blk, "double_buffer_scope", 0)
-    valid = {f"in{i}": tuple(s) for i, s in enumerate(shapes)}
+    valid = {operand_param(i): tuple(s) for i, s in enumerate(shapes)}
     _CACHE[key] = (sch, valid)
     return _CACHE[key]
 
@@ -212,11 +228,11 @@ def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int
     if key in _CACHE:
         return _CACHE[key]
     tables = list(tables) or [False] * len(shapes)
-    ins = [te.placeholder(s, dtype, name=f"in{k}") for k, s in enumerate(shapes)]
-    luts = [te.placeholder((256,), "int8", name=f"T{k}") if tb else None for k, tb in enumerate(tables)]
+    ins = [te.placeholder(s, dtype, name=operand_param(k)) for k, s in enumerate(shapes)]
+    luts = [te.placeholder((256,), "int8", name=table_param(k)) if tb else None for k, tb in enumerate(tables)]
     cps = [te.compute(t.shape, _ident(t) if lut is None else _lookup(lut, t), name=f"cp{k}")
            for k, (t, lut) in enumerate(zip(ins, luts))]
-    stores = [te.compute(c.shape, _ident(c), name=f"store{k}") for k, c in enumerate(cps)]
+    stores = [te.compute(c.shape, _ident(c), name=store_param(k)) for k, c in enumerate(cps)]
     sch = s_tir.Schedule(te.create_prim_func(ins + [lut for lut in luts if lut is not None] + stores))
     annotate = []
     for k, tile in enumerate(tiles):
@@ -233,11 +249,11 @@ def concat_schedule(shapes: Sequence[Tuple[int, ...]], tiles: Sequence[Tuple[int
             sch.reorder(i0, i1o, i2o, i1i, i2i, i3)
         sch.set_scope(cb, 0, ACT)
         names = [r.source.name for r in sch.get(cb).reads]
-        xc = sch.cache_read(cb, names.index(f"in{k}"), ACT)
+        xc = sch.cache_read(cb, names.index(operand_param(k)), ACT)
         if luts[k] is not None:  # the table: once, outside the tile loops
-            sch.cache_read(cb, [r.source.name for r in sch.get(cb).reads].index(f"T{k}"), ACT)
+            sch.cache_read(cb, [r.source.name for r in sch.get(cb).reads].index(table_param(k)), ACT)
         sch.compute_at(xc, inner)
-        sch.reverse_compute_at(sch.get_sblock(f"store{k}"), inner)
+        sch.reverse_compute_at(sch.get_sblock(store_param(k)), inner)
         annotate += [xc, cb]
     if double_buffer:
         for blk in annotate:
@@ -265,13 +281,13 @@ def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: T
     key = ("int", kind, tuple(map(tuple, shapes)), tuple(out_shape), tuple(tile), tuple(invariant), double_buffer)
     if key in _CACHE:
         return _CACHE[key]
-    ins = [te.placeholder(s, "int8", name=f"in{k}") for k, s in enumerate(shapes)]
+    ins = [te.placeholder(s, "int8", name=operand_param(k)) for k, s in enumerate(shapes)]
 
     def at(t, shape, i):
         return t[tuple(0 if shape[d] == 1 else i[d] for d in range(4))]
 
     if kind == "lut":
-        table = te.placeholder((256,), "int8", name="T")
+        table = te.placeholder((256,), "int8", name=table_param())
         vec = te.compute(out_shape, lambda *i: table[ins[0][i].astype("int32") + 128], name="vec")
         params = ins + [table]
     else:
@@ -289,9 +305,10 @@ def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: T
     sch.set_scope(vb, 0, ACT)
     annotate = [vb]
     names = [r.source.name for r in sch.get(vb).reads]
+    operand_index = {operand_param(k): k for k in range(len(shapes))}
     for name in [p.name for p in params]:  # cache each parameter; per-tile ones at the tile loop
         c = sch.cache_read(vb, names.index(name), ACT)
-        k = int(name[2:]) if name.startswith("in") else None
+        k = operand_index.get(name)
         if k is not None and not invariant[k]:
             sch.compute_at(c, i3o)
             annotate.append(c)
