@@ -67,7 +67,7 @@ class _NumpyFolder(PyExprMutator):
                 return call
         except (Unsupported, ValueError, TypeError):
             return call
-        return relax.const(np.ascontiguousarray(out), str(out.dtype))
+        return relax.const(np.array(out, order="C"), str(out.dtype))  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
 @relax.transform.function_pass(opt_level=0, name="tvm_npu.FoldWithNumpy")

@@ -279,7 +279,7 @@ def npu_functions(mod: tvm.IRModule):
     yield from _npu_functions(mod)
 
 
-def safemain_calls(mod: tvm.IRModule) -> List[tuple]:
+def safe_main_calls(mod: tvm.IRModule) -> List[tuple]:
     try:
         return main_calls(mod)
     except Exception:  # noqa: BLE001 - a main without dataflow blocks: nothing to list

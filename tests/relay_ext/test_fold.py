@@ -1,0 +1,52 @@
+"""FoldWithNumpy: constant subexpressions folded with numpy keep TVM's shapes, dtypes and values."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvm_npu.relay_ext.fold import FoldWithNumpy
+
+
+def _fold(build, *consts):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([2, 3], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(build(x, *[relax.const(c) for c in consts]))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    tidy = tvm.transform.Sequential([relax.transform.CanonicalizeBindings(), relax.transform.DeadCodeElimination()])
+    return tidy(FoldWithNumpy()(mod)), tidy(relax.transform.FoldConstant()(mod))
+
+
+def _consts(mod):
+    """The folded constants: bound to variables (FoldWithNumpy) or passed inline (FoldConstant)."""
+    out = []
+    for b in mod["main"].body.blocks[0].bindings:
+        values = list(b.value.args) if isinstance(b.value, relax.Call) else [b.value]
+        out += [a.value.numpy() for a in values if isinstance(a, tvm.ir.expr.Constant)]
+    return out
+
+
+def test_scalar_constants_stay_scalars():
+    """0-d results keep rank 0 (np.ascontiguousarray would make them 1-d and break a later stack)."""
+    s16 = np.array(1.5, np.float16)
+    folded, ref = _fold(lambda x, s: relax.op.add(x, relax.op.astype(s, "float32")), s16)
+    got, want = _consts(folded), _consts(ref)
+    assert [g.shape for g in got] == [w.shape for w in want] == [()]
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_casts_and_broadcasts_match_fold_constant():
+    w16 = (np.random.default_rng(1).standard_normal((3,)) * 100).astype(np.float16)
+    w32 = np.random.default_rng(2).standard_normal((1, 3)).astype(np.float32) * 1e5
+    folded, ref = _fold(lambda x, a, b: relax.op.multiply(
+        relax.op.add(x, relax.op.broadcast_to(relax.op.astype(a, "float32"), relax.ShapeExpr([2, 3]))),
+        relax.op.astype(relax.op.astype(b, "float16"), "float32")), w16, w32)
+    got, want = _consts(folded), _consts(ref)
+    assert len(got) == len(want) == 2
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)  # float16 rounding: numpy and TVM agree bit for bit
