@@ -102,3 +102,18 @@ def test_unknown_options_and_configurations_are_refused():
         tvm_npu.npu_target("npu-giant")
     with pytest.raises(ValueError, match="needs an NPU target"):
         tvm.compile(_model(), target="llvm", relax_pipeline="npu")
+
+
+def test_a_module_the_passes_cannot_take_runs_on_the_cpu_with_the_reason(monkeypatch):
+    from tvm_npu import driver
+
+    def broken(mod, config, options):
+        raise ValueError("a TVM pass refused the module")
+
+    monkeypatch.setattr(driver, "compile_model", broken)
+    x = RNG.standard_normal((1, 4, 12, 12)).astype(np.float32)
+    ex = tvm.compile(_model(), target="npu")
+    rep = tvm_npu.last_report()
+    assert len(rep.placements) == 4 and all(p.target == "cpu" for p in rep.placements)
+    assert all("partitioning failed" in p.reasons[0] and "refused the module" in p.reasons[0] for p in rep.placements)
+    np.testing.assert_allclose(_run(ex, x), _reference(x.astype(np.float64)), atol=1e-4)
