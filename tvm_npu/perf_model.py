@@ -19,17 +19,17 @@ _HALF = (DType.FP16, DType.INT16)
 
 
 def instr_cycles(ins: Instr, cfg: NPUConfig) -> int:
-    op, unit = ins.opcode, ins.opcode.unit
+    op, unit, operands = ins.opcode, ins.opcode.unit, ins.operands
     if unit in (Unit.DMA_LOAD, Unit.DMA_STORE):
-        t = ins["dst"] if unit == Unit.DMA_LOAD else ins["src"]
+        t = operands["dst"] if unit == Unit.DMA_LOAD else operands["src"]
         n, h, w, c = t.shape
         if unit == Unit.DMA_LOAD:
-            h -= ins["pad_top"] + ins["pad_bottom"]
-            w -= ins["pad_left"] + ins["pad_right"]
+            h -= operands["pad_top"] + operands["pad_bottom"]
+            w -= operands["pad_left"] + operands["pad_right"]
         nbytes = n * h * w * c * DTYPE_SIZE[t.dtype]
         return cfg.dma_setup_cycles + math.ceil(nbytes / cfg.dma_bytes_per_cycle)
     if unit == Unit.MAC:
-        a, w, o = ins["a"], ins["w"], ins["o"]
+        a, w, o = operands["a"], operands["w"], operands["o"]
         rate = cfg.half_rate_factor if a.dtype in _HALF else 1
         R, C = cfg.mac_rows, cfg.mac_cols
         if op.mnemonic == "gemm":
@@ -39,15 +39,15 @@ def instr_cycles(ins: Instr, cfg: NPUConfig) -> int:
         kh, kw = w.shape[0], w.shape[1]
         if op.mnemonic == "dwconv2d":
             return m * kh * kw * math.ceil(o.shape[3] / C) * rate
-        groups = ins["groups"]
+        groups = operands["groups"]
         ng, cg = o.shape[3] // groups, w.shape[2]
         return groups * math.ceil(m / R) * math.ceil(ng / C) * kh * kw * cg * rate
     if unit == Unit.VECTOR:
-        o = ins["o"]
+        o = operands["o"]
         if op.mnemonic == "vreduce":
-            elems = math.prod(ins["a"].shape)
+            elems = math.prod(operands["a"].shape)
         elif op.mnemonic == "vpool":
-            elems = math.prod(o.shape) * ins["kh"] * ins["kw"]
+            elems = math.prod(o.shape) * operands["kh"] * operands["kw"]
         else:
             elems = math.prod(o.shape)
         return math.ceil(elems / cfg.vector_lanes) + cfg.vector_issue_cycles

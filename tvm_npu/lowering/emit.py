@@ -58,9 +58,20 @@ def load(dst: TensorRef, src, pad=(0, 0, 0, 0), pad_value: int = 0) -> Instr:
                       pad_right=pad[3], pad_value=pad_value)
 
 
+# (space, dtype, addr, shape) -> TensorRef: the tiles of an operator repeat, so each view is one object
+# (built once, and one fewer for the garbage collector to walk per instruction that uses it)
+_AT: dict = {}
+
+
 def at(t: TensorRef, shape: Sequence[int]) -> TensorRef:
     """The same buffer seen with smaller dims (edge tiles)."""
-    return TensorRef(t.space, t.dtype, t.addr, tuple(shape))
+    key = (t.space, t.dtype, t.addr, tuple(shape))
+    ref = _AT.get(key)
+    if ref is None:
+        if len(_AT) >= 65536:
+            _AT.clear()
+        ref = _AT[key] = TensorRef(*key)
+    return ref
 
 
 def binop(op: str, a: TensorRef, b: TensorRef, o: TensorRef) -> Instr:
@@ -82,8 +93,7 @@ class Lowerer:
     def finish(self, steps: List[Step]) -> None:
         self.estimates.append(pipeline_cycles(steps, self.config, self.double_buffer))
         self.stats["steps"] += len(steps)
-        for s in steps:
-            self.stats["transposing_dma"] += sum(1 for i in s.loads + s.stores if transposes(i))
+        self.stats["transposing_dma"] += sum(transposes(i) for s in steps for q in (s.loads, s.stores) for i in q)
         emit_pipeline(self.program, steps, self.double_buffer)
         self.program.emit("barrier")
 
@@ -138,6 +148,6 @@ class Lowerer:
 
 def transposes(instr: Instr) -> bool:
     """A DMA whose DRAM side does not walk the SRAM channel dim contiguously: a layout change."""
-    ref = instr.operands["src"] if instr.mnemonic == "dma.load" else instr.operands["dst"]
-    t = instr.operands["dst"] if instr.mnemonic == "dma.load" else instr.operands["src"]
+    operands, load = instr.operands, instr.opcode.mnemonic == "dma.load"
+    ref, t = operands["src" if load else "dst"], operands["dst" if load else "src"]
     return t.shape[3] > 1 and ref.strides[3] not in (0, DTYPE_SIZE[t.dtype])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -35,7 +36,7 @@ class DramTensor:
     def nbytes(self) -> int:
         return math.prod(self.shape) * self.itemsize
 
-    @property
+    @functools.cached_property  # a pure function of the frozen fields; every DMA view reads it
     def strides(self) -> Tuple[int, ...]:
         out, acc = [], self.itemsize
         for d in reversed(self.shape):
@@ -47,8 +48,21 @@ class DramTensor:
         """A DMA descriptor reading this tensor as SRAM dims (n, h, w, c) = logical `axes` (None:
         a dim of size 1), starting at logical index `start` (axis -> index, others 0)."""
         strides = self.strides
-        addr = self.offset + sum(strides[a] * i for a, i in (start or {}).items())
-        return DramRef(self.region, addr, tuple(0 if a is None else strides[a] for a in axes))
+        delta = 0
+        if start:
+            for a, i in start.items():
+                delta += strides[a] * i
+        key = (self.offset + delta, tuple([0 if a is None else strides[a] for a in axes]))
+        ref = self._views.get(key)
+        if ref is None:
+            ref = self._views[key] = DramRef(self.region, *key)
+        return ref
+
+    @functools.cached_property
+    def _views(self) -> Dict[Tuple[int, Tuple[int, ...]], DramRef]:
+        """view()'s descriptors by (address, strides): a tile read again (weights, a broadcast
+        operand) is one object. Lives as long as this tensor (the lowering of one operator)."""
+        return {}
 
 
 class SramAllocator:

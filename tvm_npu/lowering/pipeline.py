@@ -30,8 +30,13 @@ class Step:
     stores: List[Instr] = dataclasses.field(default_factory=list)  # STORE queue
 
 
-def _with(instr: Instr, flags: Dep) -> Instr:
-    return dataclasses.replace(instr, deps=instr.deps | flags)
+# the flags as plain ints (or-ing IntFlag members goes through the enum machinery every time)
+_POP_PREV, _POP_NEXT = int(Dep.POP_PREV), int(Dep.POP_NEXT)
+_PUSH_PREV, _PUSH_NEXT = int(Dep.PUSH_PREV), int(Dep.PUSH_NEXT)
+
+
+def _with(instr: Instr, flags: int) -> Instr:
+    return instr.with_deps(flags) if flags else instr
 
 
 def _sync(queue: Queue) -> Instr:
@@ -42,33 +47,33 @@ def emit_pipeline(program: Program, steps: List[Step], double_buffer: bool = Tru
     """Appends the steps with their tokens. With double_buffer=False every step waits for the
     previous one to finish completely (the serialised twin, for measurements)."""
     reuse = 2 if double_buffer else 1
-    load_steps = [i for i, s in enumerate(steps) if s.loads]
-    store_steps = [i for i, s in enumerate(steps) if s.stores]
-    load_rank = {i: r for r, i in enumerate(load_steps)}
-    store_rank = {i: r for r, i in enumerate(store_steps)}
-
-    for i, step in enumerate(steps):
+    n_loads = sum(1 for s in steps if s.loads)
+    n_stores = sum(1 for s in steps if s.stores)
+    load_rank = store_rank = 0  # how many earlier steps load / store
+    out = program.instrs
+    for step in steps:
         if not step.computes and (step.loads or step.stores):
             step.computes = [_sync(Queue.COMPUTE)]  # carries the tokens between load and store
         loads, computes, stores = list(step.loads), list(step.computes), list(step.stores)
-        first_c, last_c = Dep.NONE, Dep.NONE
+        first_c = last_c = 0  # Dep flags of the step's first and last compute
         if loads:
-            r = load_rank[i]
-            if r >= reuse:  # wait until the compute that last read this slot is done
-                loads[0] = _with(loads[0], Dep.POP_NEXT)
-            loads[-1] = _with(loads[-1], Dep.PUSH_NEXT)
-            first_c |= Dep.POP_PREV
-            if r + reuse < len(load_steps):  # a later load will wait for this slot
-                last_c |= Dep.PUSH_PREV
+            if load_rank >= reuse:  # wait until the compute that last read this slot is done
+                loads[0] = _with(loads[0], _POP_NEXT)
+            loads[-1] = _with(loads[-1], _PUSH_NEXT)
+            first_c |= _POP_PREV
+            if load_rank + reuse < n_loads:  # a later load will wait for this slot
+                last_c |= _PUSH_PREV
+            load_rank += 1
         if stores:
-            r = store_rank[i]
-            if r >= reuse:  # the store that last read this output slot must be done
-                first_c |= Dep.POP_NEXT
-            last_c |= Dep.PUSH_NEXT
-            stores[0] = _with(stores[0], Dep.POP_PREV)
-            if r + reuse < len(store_steps):
-                stores[-1] = _with(stores[-1], Dep.PUSH_PREV)
+            if store_rank >= reuse:  # the store that last read this output slot must be done
+                first_c |= _POP_NEXT
+            last_c |= _PUSH_NEXT
+            stores[0] = _with(stores[0], _POP_PREV)
+            if store_rank + reuse < n_stores:
+                stores[-1] = _with(stores[-1], _PUSH_PREV)
+            store_rank += 1
         computes[0] = _with(computes[0], first_c)
         computes[-1] = _with(computes[-1], last_c)
-        for ins in loads + computes + stores:
-            program.append(ins)
+        out += loads
+        out += computes
+        out += stores

@@ -67,24 +67,45 @@ def stage_of(buffer_name: str) -> str:
 _BIN = {"Add": "+", "Sub": "-", "Mul": "*", "FloorDiv": "//", "FloorMod": "%"}
 
 
-def _py(e, names: set) -> str:
+def _py(e, names: set, subst: Optional[Dict[str, str]] = None) -> str:
+    """Python source of an index expression; a variable reads `e[name]` (and goes into `names`) unless
+    `subst` gives its source."""
     t = _tn(e)
     if t == "IntImm":
         return str(int(e.value))
     if t == "Var":
+        if subst and e.name in subst:
+            return subst[e.name]
         names.add(e.name)
         return f"e[{e.name!r}]"
     if t in _BIN:
-        return f"({_py(e.a, names)} {_BIN[t]} {_py(e.b, names)})"
+        return f"({_py(e.a, names, subst)} {_BIN[t]} {_py(e.b, names, subst)})"
     if t in ("Min", "Max"):
-        return f"{t.lower()}({_py(e.a, names)}, {_py(e.b, names)})"
+        return f"{t.lower()}({_py(e.a, names, subst)}, {_py(e.b, names, subst)})"
     raise Unsupported(f"index expression {e} ({t}) in the scheduled TIR")
+
+
+_COMPILED: Dict[str, Callable] = {}  # source -> function: schedules of the same structure repeat them
+
+
+def _eval(src: str) -> Callable:
+    fn = _COMPILED.get(src)
+    if fn is None:
+        if len(_COMPILED) >= 65536:
+            _COMPILED.clear()
+        fn = _COMPILED[src] = eval(src, {"min": min, "max": max})  # noqa: S307 - generated from TIR above
+    return fn
 
 
 def compile_expr(e) -> Tuple[Callable[[dict], int], frozenset]:
     names: set = set()
     src = _py(e, names)
-    return eval(f"lambda e: {src}", {"min": min, "max": max}), frozenset(names)  # noqa: S307 - generated
+    return _eval(f"lambda e: {src}"), frozenset(names)
+
+
+def _compile_of_one(e, name: str) -> Callable[[int], int]:
+    """An expression of at most the one variable `name`, as a function of its value."""
+    return _eval(f"lambda x: {_py(e, set(), {name: 'x'})}")
 
 
 def _loads(e, out: List[str]) -> None:
@@ -152,7 +173,11 @@ def s_is_root(realize) -> bool:
 
 class _Block:
     """A leaf block with its bindings compiled: `box(env)` gives each block iteration variable's
-    [lo, hi] for the current tile-loop values in `env`, clamped to its domain."""
+    [lo, hi] for the current tile-loop values in `env`, clamped to its domain.
+
+    [lo, hi] are the bindings evaluated with the element loops at their first and at their last
+    iteration; `region` generates one function that computes them for chosen variables, with the
+    element loops' values written in as constants."""
 
     def __init__(self, leaf: _Leaf):
         blk = leaf.realize.block
@@ -160,18 +185,48 @@ class _Block:
         self.block = blk
         self.slots = 2 if "double_buffer_scope" in blk.annotations else 1
         self.elem = leaf.elem
-        self.iv = []
+        first = {name: "0" for name, _ in leaf.elem}
+        last = {name: f"({ext - 1})" for name, ext in leaf.elem}
+        # name -> (lo source, whether it reads a tile loop, hi source, whether it does, domain min, max)
+        self._bounds: Dict[str, Tuple[str, bool, str, bool, int, int]] = {}
         for iv, val in zip(blk.iter_vars, leaf.realize.iter_values):
-            fn, _ = compile_expr(val)
             lo_d = int(iv.dom.min)
-            self.iv.append((iv.var.name, fn, lo_d, lo_d + int(iv.dom.extent) - 1))
+            lo_vars, hi_vars = set(), set()
+            lo, hi = _py(val, lo_vars, first), _py(val, hi_vars, last)
+            self._bounds[iv.var.name] = (lo, bool(lo_vars), hi, bool(hi_vars), lo_d, lo_d + int(iv.dom.extent) - 1)
+        self.names = tuple(self._bounds)
+        self._box = self.region(self.names)
+
+    def region(self, names: Sequence[str], valid: Optional[Tuple[int, ...]] = None) -> Callable[[dict], list]:
+        """A function of the tile-loop values: [lo, hi] of the iteration variables `names`, as box()
+        gives them, then cut to the real extents `valid` as _clamped cuts them (None: not cut)."""
+        pairs = []
+        for k, name in enumerate(names if valid is None else names[:len(valid)]):
+            lo, lo_varies, hi, hi_varies, lo_d, hi_d = self._bounds[name]
+            if valid is not None:
+                hi_d = min(hi_d, valid[k] - 1)
+            pairs.append(f"({_folded('max', lo, lo_varies, lo_d)}, {_folded('min', hi, hi_varies, hi_d)})")
+        return _eval(f"lambda e: [{', '.join(pairs)}]")
 
     def box(self, env: dict) -> Dict[str, Tuple[int, int]]:
-        lo_env, hi_env = dict(env), dict(env)
-        for name, ext in self.elem:
-            lo_env[name] = 0
-            hi_env[name] = ext - 1
-        return {name: (max(fn(lo_env), dmin), min(fn(hi_env), dmax)) for name, fn, dmin, dmax in self.iv}
+        return dict(zip(self.names, self._box(env)))
+
+
+def _folded(fn: str, src: str, varies: bool, bound: int) -> str:
+    """Source of fn(src, bound), fn min or max; its value when src reads no tile loop."""
+    if not varies:
+        try:
+            return str(_eval(f"lambda: {fn}({src}, {bound})")())
+        except ArithmeticError:  # left to fail when a tile evaluates it, as it always did
+            pass
+    return f"{fn}({src}, {bound})"
+
+
+def _clamped(dims: List[Tuple[int, int]], valid: Optional[Tuple[int, ...]]) -> List[Tuple[int, int]]:
+    """Block regions cut to the kernel's real extents (`valid`; None: nothing to cut)."""
+    if valid is None:
+        return dims
+    return [(lo, min(hi, ext - 1)) for (lo, hi), ext in zip(dims, valid)]
 
 
 def _pad4(dims: Sequence) -> list:
@@ -236,25 +291,42 @@ class Walker:
                     if _tn(i) != "Var":
                         raise Unsupported(f"block {blk.name_hint}: SRAM index {i} is not a plain iteration variable")
                     sram_vars.append(i.name)
-                n.prepared = (_Block(n), sram.name, sram_vars, dram.name, [compile_expr(i) for i in dram_idx],
-                              str(sram.ty.dtype), pad_value, sram.scope())
+                n.prepared = self._dma_prep(_Block(n), sram.name, sram_vars, dram.name, dram_idx, str(sram.ty.dtype),
+                                            pad_value, sram.scope())
                 continue
             if dst.scope() not in NPU_SCOPES:
                 raise Unsupported(f"block {blk.name_hint} computes into {dst.scope()} memory")
             n.kind = "compute"
             reads: List[str] = []
             _loads(store.value, reads)
-            n.prepared = (_Block(n), dst.name, [i.name for i in store.indices], str(dst.ty.dtype), tuple(reads),
-                          dst.scope())
+            blk = _Block(n)
+            n.prepared = (blk, dst.name, blk.region([i.name for i in store.indices], self._valid(dst.name)),
+                          str(dst.ty.dtype), tuple((str(i), r) for i, r in enumerate(reads)), dst.scope())
+
+    def _dma_prep(self, blk: _Block, sram: str, sram_vars: List[str], param: str, dram_idx, dtype: str,
+                  pad_value: int, scope: str) -> tuple:
+        """What _dma needs per tile, worked out once: the SRAM region's function (_Block.region), and
+        per DRAM axis (d, k, fn): the index of axis d as a function of SRAM variable k's value, or
+        (d, None, fn of nothing) when it walks none, or (d, [names], None) when it mixes several."""
+        pos = {v: k for k, v in enumerate(sram_vars)}
+        axes = []
+        for d, e in enumerate(dram_idx):
+            fn, names = compile_expr(e)
+            if len(names) > 1:
+                axes.append((d, sorted(names), None))  # refused when a tile reaches it, as always
+            elif not names:
+                axes.append((d, None, fn))
+            else:
+                (v,) = names
+                axes.append((d, pos[v], _compile_of_one(e, v)))
+        return (blk, sram, blk.region(sram_vars, self._valid(sram)), 4 - len(sram_vars), param, axes, dtype,
+                pad_value, scope)
 
     def _valid(self, buffer: str) -> Optional[Tuple[int, ...]]:
         return self.valid.get(stage_of(buffer))
 
     def _clamp(self, buffer: str, dims: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
-        v = self._valid(buffer)
-        if v is None:
-            return dims
-        return [(lo, min(hi, ext - 1)) for (lo, hi), ext in zip(dims, v)]
+        return _clamped(dims, self._valid(buffer))
 
     def events(self) -> List[Event]:
         out: List[Event] = []
@@ -277,13 +349,13 @@ class Walker:
         return Event("init", prep[1], scope=prep[2])
 
     def _compute(self, prep, env) -> Optional[Event]:
-        blk, buf, idx_vars, dtype, reads, scope = prep
-        box = blk.box(env)
-        dims = self._clamp(buf, [box[v] for v in idx_vars])
-        if any(hi < lo for lo, hi in dims):
-            return None
+        blk, buf, region, dtype, operands, scope = prep
+        dims = region(env)
+        for lo, hi in dims:
+            if hi < lo:
+                return None
         return Event("compute", buf, tuple(_pad4([hi - lo + 1 for lo, hi in dims])), intrin=blk.name, dtype=dtype,
-                     slots=blk.slots, operands=tuple((str(i), r) for i, r in enumerate(reads)), scope=scope)
+                     slots=blk.slots, operands=operands, scope=scope)
 
     def _mac(self, prep, env) -> Event:
         blk, extern, ops, adt = prep
@@ -304,28 +376,26 @@ class Walker:
         return self._dma("store", prep, env)
 
     def _dma(self, kind: str, prep, env) -> Optional[Event]:
-        blk, sram, sram_vars, param, dram, dtype, pad_value, scope = prep
-        box = blk.box(env)
-        dims = self._clamp(sram, [box[v] for v in sram_vars])
-        if any(hi < lo for lo, hi in dims):
-            return None  # an all-padding tile
-        clamped = dict(zip(sram_vars, dims))
-        rank_pad = 4 - len(sram_vars)
-        pos = {v: i + rank_pad for i, v in enumerate(sram_vars)}
-        shape = [1] * rank_pad + [hi - lo + 1 for lo, hi in dims]
+        blk, sram, region, rank_pad, param, dram, dtype, pad_value, scope = prep
+        dims = region(env)
+        for lo, hi in dims:
+            if hi < lo:
+                return None  # an all-padding tile
+        shape = (1,) * rank_pad + tuple([hi - lo + 1 for lo, hi in dims])
         axes: List[Optional[int]] = [None] * 4
         start, pads = [], [0, 0, 0, 0]
         pshape = self.params[param]
-        for d, (fn, names) in enumerate(dram):
-            if len(names) > 1:
-                raise Unsupported(f"block {blk.name}: DRAM index of axis {d} mixes {sorted(names)}")
-            if not names:
+        for d, k, fn in dram:
+            if fn is None:
+                raise Unsupported(f"block {blk.name}: DRAM index of axis {d} mixes {k}")
+            if k is None:
                 start.append((d, fn({})))
                 continue
-            (v,) = names
-            lo, hi = fn({v: clamped[v][0]}), fn({v: clamped[v][1]})
-            c_lo, c_hi = max(lo, 0), min(hi, pshape[d] - 1)
-            a = pos[v]
+            lo, hi = dims[k]
+            lo, hi = fn(lo), fn(hi)
+            c_lo = lo if lo > 0 else 0  # max(lo, 0) and min(hi, pshape[d] - 1)
+            c_hi = hi if hi < pshape[d] else pshape[d] - 1
+            a = k + rank_pad
             axes[a] = d
             start.append((d, c_lo))
             before, after = c_lo - lo, hi - c_hi
@@ -334,5 +404,5 @@ class Walker:
                     raise Unsupported(f"block {blk.name}: {kind} outside {param} axis {d} that DMA cannot pad")
                 pads[0 if a == 1 else 2] = before
                 pads[1 if a == 1 else 3] = after
-        return Event(kind, sram, tuple(shape), param, tuple(axes), tuple(start), tuple(pads), dtype=dtype,
+        return Event(kind, sram, shape, param, tuple(axes), tuple(start), tuple(pads), dtype=dtype,
                      slots=blk.slots, pad_value=pad_value if any(pads) else 0, scope=scope)
