@@ -21,6 +21,7 @@ frozen NPUConfig and the compiler's behaviour the one CompileOptions, both passe
 from __future__ import annotations
 
 import dataclasses
+import gc
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tvm
@@ -69,6 +70,16 @@ def compile_function(fn: relax.Function, symbol: str, config: NPUConfig, options
                      labels: Optional[Sequence[str]] = None) -> CompiledFunction:
     """Compiles one partitioned NPU function; `labels`: per composite, the user's operators it covers."""
     options = options or CompileOptions()
+    collecting = gc.isenabled()
+    gc.disable()  # hundreds of thousands of live instruction objects: the cyclic GC would rescan them repeatedly
+    try:
+        return _compile_function(fn, symbol, config, options, labels)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _compile_function(fn, symbol, config, options, labels) -> CompiledFunction:
     fd = describe_function(fn)                                               # describe
     memory = plan_memory(fd)                                                 # plan memory
     low = Lowerer(config, ConstPool(), options.double_buffer)
