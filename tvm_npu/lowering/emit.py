@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import NPUConfig
 from ..ir.desc import Activation, Unsupported
+from ..ir.memory import dtype_of, space_of
 from ..isa import DType, Func, Instr, Program, Space, TensorRef
 from ..isa.spec import DTYPE_SIZE
 from ..perf_model import pipeline_cycles
@@ -103,6 +104,22 @@ class Lowerer:
 
     def slot(self, slots: List[TensorRef], rank: int) -> TensorRef:
         return slots[rank % len(slots)]
+
+    def event_slots(self, alloc: SramAllocator, events) -> tuple:
+        """SRAM slots for every buffer the walker's events write (loads, MACs, computes): the largest
+        tile of each, in order of first use, two slots where the schedule double-buffers it.
+        Returns (buffer -> slots, buffer -> largest shape, buffer -> first event)."""
+        slots, shapes, first = {}, {}, {}
+        for ev in events:
+            if ev.kind in ("load", "mac", "compute"):
+                old = shapes.get(ev.buffer)
+                shapes[ev.buffer] = ev.shape if old is None else tuple(map(max, old, ev.shape))
+                first.setdefault(ev.buffer, ev)
+        for buf, ev in first.items():
+            n = ev.slots if self.double_buffer else 1
+            slots[buf] = [alloc.alloc(space_of(ev.scope), shapes[buf], dtype_of(ev.dtype), f"{buf} slot {i}")
+                          for i in range(n)]
+        return slots, shapes, first
 
     def epilogue(self, acc: TensorRef, act: Optional[Activation], tmp: Optional[TensorRef],
                  scalars: dict) -> List[Instr]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir.desc import OpDesc, Unsupported, signature
 from ..ir.geometry import matmul_batches, matmul_geom
-from ..ir.memory import dtype_of, space_of
+from ..ir.memory import dtype_of
 from ..ir.plan import MacPlan
 from ..isa import DType, Instr, Space
 from ..tir_schedules.default import quant_key, schedule
@@ -45,16 +45,7 @@ def lower_mac(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor
     params = _mac_params(low, desc, kernel, ins, out)
     a = kernel.attrs
     alloc = SramAllocator(low.config)
-    slots, shapes, first = {}, {}, {}
-    for ev in events:  # the largest tile of every SRAM buffer, in order of first use
-        if ev.kind in ("load", "mac", "compute"):
-            old = shapes.get(ev.buffer)
-            shapes[ev.buffer] = ev.shape if old is None else tuple(map(max, old, ev.shape))
-            first.setdefault(ev.buffer, ev)
-    for buf, ev in first.items():
-        space = space_of(ev.scope)
-        n = ev.slots if low.double_buffer else 1
-        slots[buf] = [alloc.alloc(space, shapes[buf], dtype_of(ev.dtype), f"{buf} slot {i}") for i in range(n)]
+    slots, shapes, first = low.event_slots(alloc, events)
     acc_buf = next(ev.buffer for ev in events if ev.kind == "mac")
     tmp, scalars, const_loads = low.act_consts(alloc, desc.activation, Space.ACC, dtype_of(first[acc_buf].dtype),
                                                shapes[acc_buf])

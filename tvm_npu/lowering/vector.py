@@ -11,7 +11,6 @@ import numpy as np
 
 from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
-from ..ir.memory import dtype_of, space_of
 from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan
 from ..isa import Func, Instr, PoolMode, ReduceMode, Space
 from ..tir_schedules.vector import (concat_schedule, elementwise_schedule, mean_schedule, operand_param, pool_schedule,
@@ -44,16 +43,7 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
     params = {operand_param(i): o for i, o in enumerate(ops)}
     params["store"] = o4
     alloc = SramAllocator(low.config)
-    bufs, shapes, first = {}, {}, {}
-    for ev in events:
-        if ev.kind in ("load", "compute"):
-            old = shapes.get(ev.buffer)
-            shapes[ev.buffer] = ev.shape if old is None else tuple(map(max, old, ev.shape))
-            first.setdefault(ev.buffer, ev)
-    for buf, ev in first.items():
-        space = space_of(ev.scope)
-        n = ev.slots if low.double_buffer else 1
-        bufs[buf] = [alloc.alloc(space, shapes[buf], dtype_of(ev.dtype), f"{buf} slot {i}") for i in range(n)]
+    bufs, _, _ = low.event_slots(alloc, events)
     tmp_act, scalars, const_loads = None, {}, []
     if desc.kind == "activation":
         tmp_act, scalars, const_loads = low.act_consts(alloc, desc.activation, Space.ACT, F16,
