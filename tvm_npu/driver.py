@@ -214,11 +214,16 @@ def _codegen(fused, state, config, options, order, origin, cache) -> Tuple[Dict[
     for symbol, fn in P.npu_functions(fused):
         cov = covered.get(symbol, [])
         labels = P.composite_sources(fn, cov, order, origin)
-        key = (symbol, structural_hash(fn), tuple(labels))
+        # a later round renumbers the merged functions: the program does not depend on the symbol
+        key = (structural_hash(fn.without_attr("global_symbol")), tuple(labels))
         try:
             if key not in cache:
                 cache[key] = compile_function(fn, symbol, config, options, labels)
-            compiled[symbol] = cache[key]
+            hit = cache[key]
+            if hit.artifact.producer.get("symbol") != symbol:
+                hit = CompiledFunction(dataclasses.replace(hit.artifact, producer={**hit.artifact.producer,
+                                                                                    "symbol": symbol}), hit.records)
+            compiled[symbol] = hit
         except OperatorError as e:  # its root operator goes back: what it was fused with may still offload
             root = roots[symbol][e.index] if e.index < len(roots[symbol]) else None
             culprits = [root] if root is not None else [v for v, _ in cov]
