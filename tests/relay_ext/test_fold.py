@@ -50,3 +50,27 @@ def test_casts_and_broadcasts_match_fold_constant():
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape
         np.testing.assert_array_equal(g, w)  # float16 rounding: numpy and TVM agree bit for bit
+
+
+def test_expand_dims_isnan_where_match_fold_constant():
+    v = np.array([1.0, np.nan, -2.0], np.float32)
+    folded, ref = _fold(lambda x, a: relax.op.add(x, relax.op.expand_dims(
+        relax.op.where(relax.op.isnan(a), relax.const(np.zeros(3, np.float32)), a), axis=0)), v)
+    got, want = _consts(folded), _consts(ref)
+    assert len(got) == len(want) == 1 and got[0].shape == want[0].shape == (1, 3)
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_nothing_left_to_fold_skips_fold_constant():
+    from tvm_npu.relay_ext.partition import _foldable
+
+    folded, _ = _fold(lambda x, a: relax.op.add(x, relax.op.astype(a, "float32")), np.ones(3, np.float16))
+    assert not _foldable(folded)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([3], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            c = bb.emit(relax.op.cumsum(relax.const(np.ones(3, np.float32))))  # numpy does not fold it
+            y = bb.emit_output(relax.op.add(x, c))
+        bb.emit_func_output(y)
+    assert _foldable(bb.get())

@@ -56,6 +56,14 @@ class _NumpyFolder(PyExprMutator):
             elif name == "relax.broadcast_to" and args and args[0] is not None and isinstance(call.args[1],
                                                                                               relax.ShapeExpr):
                 out = np.broadcast_to(args[0], [int(scalar(d)) for d in call.args[1].values])
+            elif name == "relax.expand_dims" and args and args[0] is not None:
+                axes = sorted(int(a) % (args[0].ndim + len(call.attrs.axis)) for a in call.attrs.axis)
+                out = np.expand_dims(args[0], axes)
+            elif name == "relax.isnan" and args and args[0] is not None and np.issubdtype(args[0].dtype, np.floating):
+                out = np.isnan(args[0])
+            elif name == "relax.where" and len(args) == 3 and all(a is not None for a in args) and \
+                    args[0].dtype == np.bool_ and args[1].dtype == args[2].dtype:
+                out = np.where(args[0], args[1], args[2])
             elif name == "relax.permute_dims" and args and args[0] is not None:
                 axes = call.attrs.axes
                 out = np.transpose(args[0], None if axes is None else [int(a) for a in axes])
