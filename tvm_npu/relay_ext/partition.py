@@ -54,8 +54,24 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def _quant_fuse(mod: tvm.IRModule) -> tvm.IRModule:
-    """Integer composites, matched before constant folding (which would dequantise their weights)."""
+    """Integer composites, matched before constant folding (which would dequantise their weights).
+    A module without integer tensors has none to match: the pass is skipped."""
+    if not _has_integer_tensors(mod):
+        return mod
     return relax.transform.FuseOpsByPattern(pt.quant_patterns(), bind_constants=True, annotate_codegen=False)(mod)
+
+
+_INTEGER_DTYPES = {"int8", "uint8", "int16"}
+
+
+def _has_integer_tensors(mod: tvm.IRModule) -> bool:
+    """Whether main computes an 8- or 16-bit integer tensor (every integer composite produces one)."""
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            ty = b.var.ty
+            if isinstance(ty, relax.TensorType) and str(ty.dtype) in _INTEGER_DTYPES:
+                return True
+    return False
 
 
 def _prepare_late(mod: tvm.IRModule) -> tvm.IRModule:
