@@ -1,7 +1,7 @@
 """The compiler's performance model: predicts the emulator's cycles, and the roofline.
 
 Per instruction it applies the cost table of NPU_SPEC.md; per operator it follows the tile steps of
-codegen/pipeline.py with a step-level recurrence of the token protocol instead of simulating every
+lowering/pipeline.py with a step-level recurrence of the token protocol instead of simulating every
 instruction on the queues: cheap enough to rank tile plans and decide what is worth offloading,
 and checked against the emulator by scripts/bench_models.py and tests/codegen.
 """

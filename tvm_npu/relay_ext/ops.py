@@ -1,7 +1,8 @@
 """Uniform descriptions of matched NPU operators, read from Relax once for both the checks and codegen.
 
 A pattern of the table annotates the roles of its matched expressions ("root", "input", "weight",
-"bias", "act", "lhs", "rhs", ...). `describe(composite, annotations)` turns them into an `OpDesc`:
+"bias", "act", "lhs", "rhs", ...). `describe_float(spec, annotations)` (the `describe` of every float
+composite's OpSpec in the registry) turns them into an `OpDesc`:
 plain Python values (shapes, attributes, numpy constants) that constraint checks and the lowering
 read, so "can run" and "how it runs" never disagree about what was matched.
 """

@@ -3,7 +3,7 @@
 Naming contract: the pattern name (`npu.<op>[_bias][_act|_hard_swish|_hard_sigmoid]`) is the composite
 name; everything later stages need to know about it is data in its `OpSpec` (tvm_npu/ir/registry.py:
 lowering family, integer or float, quantised region, docs row), so no code parses a name. Roles of matched expressions are
-annotated ("root", "input", "weight", "bias", "bias_add", "act") and read by `ops.describe`, the
+annotated ("root", "input", "weight", "bias", "bias_add", "act") and read by the spec's `describe` (relay_ext/ops.py, qpatterns.py), the
 same way for the checks here and for code generation. Later registrations have higher priority, so
 the most fused forms come last.
 
@@ -71,7 +71,7 @@ def _act(x):
 
 def _hard(x, swish: bool):
     """hard_sigmoid(x) = clip(x + 3, 0, 6) / 6 and hard_swish(x) = x * hard_sigmoid(x), as TVM's
-    frontends decompose them; the constants are verified by ops.describe, not assumed."""
+    frontends decompose them; the constants are verified by ops.hard_activation, not assumed."""
     plus = is_op("relax.add")(x, wildcard())
     clip = is_op("relax.clip")(plus, wildcard(), wildcard())
     div = is_op("relax.divide")(clip, wildcard())
