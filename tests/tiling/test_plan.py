@@ -157,3 +157,51 @@ def test_plan_dict_errors_are_clear():
         plan_from_dict({"rows": 1, "cols": 2, "depth": 3, "colour": 4})
     assert plan_from_dict({"rows": 1, "cols": 2, "depth": 3}) == MacPlan(1, 2, 3)
     assert dataclasses.replace(MacPlan(1, 2, 3), double_buffer=False) != MacPlan(1, 2, 3)
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "matmul"])
+def test_loop_order_is_a_decision_with_the_same_numbers(kind):
+    """The inputs-resident order loads each input tile once per row tile (the weights once per row
+    tile instead): a different program, the same numbers, counted loads that say which stayed."""
+    from npu_emulator import Emulator
+
+    from tvm_npu.ir.plan import INPUTS_RESIDENT
+    from tvm_npu.isa import DType, Program, Region
+    from tvm_npu.lowering import Lowerer, plan_and_lower
+    from tvm_npu.lowering.memory import ConstPool, DramTensor
+
+    if kind == "conv2d":
+        desc = _conv(16, 32, 12)
+    else:
+        w = RNG.standard_normal((48, 40)).astype(np.float32)
+        desc = OpDesc("npu.matmul", "matmul", [TensorDesc((24, 48), "float32"), TensorDesc(w.shape, "float32", w)],
+                      TensorDesc((24, 40), "float32"))
+    x = RNG.standard_normal(desc.inputs[0].shape).astype(np.float16)
+    base = MacPlan(4, 16, desc.inputs[1].shape[1] if kind == "conv2d" else 48)
+    outs, loads = {}, {}
+    for order in ("weights_resident", INPUTS_RESIDENT):
+        plan = dataclasses.replace(base, order=order)
+        assert tiling.plan(desc, EDGE, override=plan) == plan
+        low = Lowerer(EDGE, ConstPool())
+        xin = DramTensor(Region.IO, 0, x.shape, DType.FP16)
+        out = DramTensor(Region.IO, (x.nbytes + 15) // 16 * 16, desc.output.shape, DType.FP16)
+        w = low.consts.tensor(desc.inputs[1].const, DType.FP16)
+        plan_and_lower(low, desc, [xin, w], out, override=plan)
+        low.program.emit("end")
+        io = bytearray(out.offset + out.nbytes)
+        io[:x.nbytes] = x.tobytes()
+        res = Emulator(EDGE).run(low.program.encode(), const=bytes(low.consts.data), io=bytes(io), scratch_bytes=0)
+        outs[order] = np.frombuffer(bytes(res.io)[out.offset:], np.float16)
+        prog = Program.decode(low.program.encode())
+        loads[order] = {r: sum(1 for i in prog if i.mnemonic == "dma.load" and i.operands["src"].region == r)
+                        for r in (Region.IO, Region.CONST)}
+    np.testing.assert_array_equal(outs["weights_resident"], outs[INPUTS_RESIDENT])  # same accumulation order
+    rows_tiles = -(-desc.output.shape[2 if kind == "conv2d" else 0] // 4)
+    col_tiles = -(-(32 if kind == "conv2d" else 40) // 16)
+    assert loads[INPUTS_RESIDENT][Region.IO] == rows_tiles  # one input load per row tile
+    assert loads["weights_resident"][Region.IO] == rows_tiles * col_tiles
+    grouped = _conv(16, 16, 12)
+    grouped.attrs = dict(grouped.attrs, groups=16)
+    grouped.inputs = [grouped.inputs[0], TensorDesc((16, 1, 3, 3), "float32", np.ones((16, 1, 3, 3), np.float32))]
+    refused = tiling.plan(grouped, EDGE, override=MacPlan(4, 16, 1, order=INPUTS_RESIDENT))
+    assert isinstance(refused, Refusal) and "dense convolution" in refused.reason

@@ -19,22 +19,32 @@ class Refusal:
     reason: str
 
 
+WEIGHTS_RESIDENT = "weights_resident"  # loop order n, cols, rows, depth: a weight tile serves every row tile
+INPUTS_RESIDENT = "inputs_resident"  # loop order n, rows, cols, depth: an input tile serves every column tile
+MAC_ORDERS = (WEIGHTS_RESIDENT, INPUTS_RESIDENT)
+
+
 @dataclasses.dataclass(frozen=True)
 class MacPlan:
     """conv2d / depthwise / grouped / matmul. `rows`: output rows (or matrix rows) per tile; `cols`:
     output channels (or matrix columns) per tile; `depth`: input channels (or K) per accumulation
-    chunk (below K: the accumulator is re-accumulated over K chunks). Weight tiles stay resident
-    across the row tiles of an output-channel tile (loop order n, cols, rows, depth)."""
+    chunk (below K: the accumulator is re-accumulated over K chunks); `order`: which operand stays
+    resident while the other tile loop runs (weights: loop order n, cols, rows, depth; inputs:
+    n, rows, cols, depth, dense convolutions and matmuls only)."""
 
     rows: int
     cols: int
     depth: int
     double_buffer: bool = True
+    order: str = WEIGHTS_RESIDENT
 
     family = "mac"
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"rows": self.rows, "cols": self.cols, "depth": self.depth}
+        d = {"rows": self.rows, "cols": self.cols, "depth": self.depth}
+        if self.order != WEIGHTS_RESIDENT:
+            d["order"] = self.order
+        return d
 
 
 Plan = MacPlan  # the name the schedules and tests have used

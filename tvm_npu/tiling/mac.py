@@ -10,7 +10,7 @@ from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import ConvGeom, conv_geom, matmul_geom
 from ..ir.memory import over_budget, sram_bytes
-from ..ir.plan import MacPlan
+from ..ir.plan import MAC_ORDERS, WEIGHTS_RESIDENT, MacPlan
 from ..isa import DType, Space
 
 F16, F32 = DType.FP16, DType.FP32
@@ -71,8 +71,11 @@ def needs(desc: OpDesc, plan: MacPlan, config: NPUConfig) -> Dict[Space, int]:
     return matmul_needs(matmul_geom(desc)[1], plan, bias, tmp, quant)
 
 
-def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> Iterable[MacPlan]:
-    """Every legal plan (the search space), largest depth first, then widest, then tallest."""
+def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True,
+               orders: Iterable[str] = (WEIGHTS_RESIDENT,)) -> Iterable[MacPlan]:
+    """Every legal plan (the search space) with one of `orders`, largest depth first, then widest,
+    then tallest (the default plan considers the weights-resident order only)."""
+    orders = [o for o in orders if o == WEIGHTS_RESIDENT or desc.kind == "matmul" or conv_geom(desc).groups == 1]
     if desc.kind == "conv2d":
         g = conv_geom(desc)
         if g.depthwise:
@@ -89,18 +92,23 @@ def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> I
     else:
         rows, k, n = matmul_geom(desc)
         depth_cands, col_cands, row_cands = _mults(k, 16, small=True), _mults(n, config.mac_cols), _rows_candidates(rows)
-    for depth in depth_cands:
-        for cols in col_cands:
-            for rows in row_cands:
-                yield MacPlan(rows, cols, depth, double_buffer)
+    for order in orders:
+        for depth in depth_cands:
+            for cols in col_cands:
+                for rows in row_cands:
+                    yield MacPlan(rows, cols, depth, double_buffer, order)
 
 
 def illegal(desc: OpDesc, plan: MacPlan) -> Optional[str]:
     """Why a plan is not a tiling of this operator (None: it is). Any tile sizes within the operator
     are legal (edge tiles are clipped); grouped convolutions keep whole groups per tile."""
+    if plan.order not in MAC_ORDERS:
+        return f"loop order {plan.order!r} (one of {', '.join(MAC_ORDERS)})"
     if desc.kind == "conv2d":
         g = conv_geom(desc)
         rows, cols, k = g.oh, g.cout, g.cg
+        if plan.order != WEIGHTS_RESIDENT and g.groups > 1:
+            return f"the {plan.order} loop order needs a dense convolution"
         if g.depthwise:
             mult = g.cout // g.cin
             if plan.depth != 1 or plan.cols % mult:

@@ -23,7 +23,7 @@ from tvm import s_tir
 
 from ..ir.desc import OpDesc, Unsupported, signature
 from ..ir.memory import ACC, ACT, WGT
-from ..ir.plan import MacPlan
+from ..ir.plan import INPUTS_RESIDENT, MacPlan
 from . import intrinsics as I
 from .kernels import Kernel, conv2d_kernel, gemm_kernel
 
@@ -97,10 +97,17 @@ def _schedule_conv(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.
         n, y, x, c, ky, kx, ci = loops
     y_o, y_i = sch.split(y, [None, plan.rows])
     c_o, c_i = sch.split(c, [None, plan.cols])
-    if dense:
+    inputs_resident = plan.order == INPUTS_RESIDENT
+    if dense and inputs_resident:  # row tiles outside: the input tile stays while channel tiles pass
+        ci_o, ci_i = sch.split(ci, [None, plan.depth])
+        sch.reorder(n, y_o, c_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
+        chunk = ci_o
+    elif dense:
         ci_o, ci_i = sch.split(ci, [None, plan.depth])
         sch.reorder(n, c_o, y_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
         chunk = ci_o
+    elif inputs_resident:
+        raise Unsupported(f"the {plan.order} loop order needs a dense convolution")
     elif kernel.kind == "conv2d":  # grouped: every tile holds whole groups
         sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx, ci)
         chunk = y_o
@@ -108,8 +115,11 @@ def _schedule_conv(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.
         sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx)
         chunk = y_o
     sch.set_scope(mac, 0, ACC)
-    w_loop = c_o if a["depth_chunks"] == 1 else chunk
-    _finish(sch, kernel, mac, y_o, (w_loop, chunk), c_o, double_buffer)
+    if inputs_resident:  # (weights at the K chunk, input at the row tile when K is one chunk)
+        _finish(sch, kernel, mac, c_o, (chunk, y_o if a["depth_chunks"] == 1 else chunk), c_o, double_buffer)
+    else:
+        w_loop = c_o if a["depth_chunks"] == 1 else chunk
+        _finish(sch, kernel, mac, y_o, (w_loop, chunk), c_o, double_buffer)
     sch.decompose_reduction(mac, chunk if dense else y_i)
     if kernel.kind == "dwconv2d":
         intrin = I.dwconv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], a["mult"], a["sh"], a["sw"],
@@ -129,10 +139,14 @@ def _schedule_gemm(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.
     i_o, i_i = sch.split(i, [None, plan.rows])
     j_o, j_i = sch.split(j, [None, plan.cols])
     k_o, k_i = sch.split(k, [None, plan.depth])
-    sch.reorder(b, j_o, i_o, k_o, i_i, j_i, k_i)
     sch.set_scope(mac, 0, ACC)
-    w_loop = j_o if kernel.attrs["depth_chunks"] == 1 else k_o
-    _finish(sch, kernel, mac, i_o, (w_loop, k_o), j_o, double_buffer)
+    if plan.order == INPUTS_RESIDENT:  # row tiles outside: the input tile stays while column tiles pass
+        sch.reorder(b, i_o, j_o, k_o, i_i, j_i, k_i)
+        _finish(sch, kernel, mac, j_o, (k_o, i_o if kernel.attrs["depth_chunks"] == 1 else k_o), j_o, double_buffer)
+    else:
+        sch.reorder(b, j_o, i_o, k_o, i_i, j_i, k_i)
+        w_loop = j_o if kernel.attrs["depth_chunks"] == 1 else k_o
+        _finish(sch, kernel, mac, i_o, (w_loop, k_o), j_o, double_buffer)
     sch.decompose_reduction(mac, k_o)
     sch.tensorize(i_i, I.gemm_intrin(plan.rows, plan.depth, plan.cols, kernel.attrs["batched_rhs"], dt, wdt, adt,
                                      kernel.attrs["a_offset"]))
