@@ -9,7 +9,7 @@ from .config import PRESETS, NPUConfig, get_config
 from .artifact import Artifact, ArtifactError
 from . import isa
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def _register() -> None:

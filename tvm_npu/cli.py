@@ -172,7 +172,7 @@ def _build(loaded, target, options: Dict[str, Any]):
     """(executable, partition report or None, compile seconds)."""
     import tvm
 
-    from . import last_report
+    from .report import last_report
     from .options import compile_options
     from .target import is_npu_target
 
@@ -228,7 +228,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import tvm
     from tvm import relax
 
-    from . import enable_trace, profile
+    from .profiling import enable_trace, profile
 
     loaded, target, options = _prepare(args)
     feeds = _feeds(args, loaded)
@@ -266,7 +266,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     import tvm
     from tvm import relax
 
-    from . import enable_trace, last_report, profile
+    from .profiling import enable_trace, profile
+    from .report import last_report
     from .options import compile_options
     from model_zoo.registry import MODELS, get_model
     from model_zoo.runner import load_relax, model_path, run_model

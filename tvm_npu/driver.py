@@ -28,7 +28,6 @@ import tvm
 from tvm import relax
 from tvm_ffi.structural import structural_hash
 
-from . import __version__
 from .artifact import Artifact, ProvenanceRange
 from .config import NPUConfig
 from .ir.desc import FunctionDesc, FunctionOp, Unsupported
@@ -45,6 +44,7 @@ from .relay_ext import patterns as pt
 from .relay_ext.functions import describe_function
 from .relay_ext.should_run import decide
 from .report import REPORT_META_KEY, OperatorPlacement, OpRecord, PartitionReport, remember
+from .version import __version__
 
 MAX_ROUNDS = 8  # fusions per model: each round sends at least one failing operator back to the CPU
 
