@@ -117,3 +117,11 @@ def test_a_module_the_passes_cannot_take_runs_on_the_cpu_with_the_reason(monkeyp
     assert len(rep.placements) == 4 and all(p.target == "cpu" for p in rep.placements)
     assert all("partitioning failed" in p.reasons[0] and "refused the module" in p.reasons[0] for p in rep.placements)
     np.testing.assert_allclose(_run(ex, x), _reference(x.astype(np.float64)), atol=1e-4)
+
+
+def test_an_override_that_matches_nothing_is_said():
+    with tvm_npu.compile_options(should_run=False, plan_overrides={"no such op": MacPlan(2, 8, 4)}):
+        ex = tvm.compile(_model(), target="npu")
+    rep = tvm_npu.report_of(ex)
+    assert len(rep.notes) == 1 and "'no such op' matches no NPU operator" in rep.notes[0]
+    assert "note: plan override 'no such op'" in rep.summary()

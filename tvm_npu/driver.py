@@ -194,7 +194,8 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
     else:
         raise Unsupported(f"code generation kept failing after {MAX_ROUNDS} rounds")
     report = PartitionReport(config.name, P.placements(early, folded, fused, state), functions or {},
-                             sorted(label.get(v, str(v)) for v in vetoed), options.to_dict())
+                             sorted(label.get(v, str(v)) for v in vetoed), options.to_dict(),
+                             _unused_overrides(options, compiled))
     symbols = [s for s, _ in P.npu_functions(fused)]
     if not symbols:
         return mod, report  # nothing to offload: the CPU pipeline gets the user's module exactly as it was
@@ -231,6 +232,14 @@ def _codegen(fused, state, config, options, order, origin, cache) -> Tuple[Dict[
         except Unsupported as e:  # not attributable to one operator: the whole function goes back
             failed.update({v: f"code generation of its NPU function failed: {e}" for v, _ in cov})
     return compiled, failed
+
+
+def _unused_overrides(options: CompileOptions, compiled: Dict[str, CompiledFunction]) -> List[str]:
+    """Plan overrides whose label names no operator compiled for the NPU (a typo, or an operator that
+    stayed on the CPU): said in the report rather than ignored."""
+    labels = {r.binding for c in compiled.values() for r in c.records}
+    return [f"plan override {name!r} matches no NPU operator (the report's labels name them, e.g. "
+            f"{sorted(labels)[:3]})" for name, _ in options.plan_overrides if name not in labels]
 
 
 def _decide(fused, compiled, state, config, options, label) -> Dict[str, Dict[str, Any]]:

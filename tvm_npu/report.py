@@ -63,10 +63,11 @@ class PartitionReport:
     functions: Dict[str, Dict[str, Any]]  # symbol -> {ops, predicted NPU us, predicted CPU us, ...}
     vetoed: List[str]
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # the CompileOptions used
+    notes: List[str] = dataclasses.field(default_factory=list)  # what the user asked for that did not apply
 
     def to_dict(self) -> Dict[str, Any]:
         return {"config": self.config, "placements": [{**vars(p), "reasons": list(p.reasons)} for p in self.placements],
-                "functions": self.functions, "vetoed": self.vetoed, "options": self.options}
+                "functions": self.functions, "vetoed": self.vetoed, "options": self.options, "notes": self.notes}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -74,7 +75,7 @@ class PartitionReport:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "PartitionReport":
         return cls(d["config"], [OperatorPlacement(**p) for p in d["placements"]], d["functions"], d["vetoed"],
-                   d.get("options", {}))
+                   d.get("options", {}), d.get("notes", []))
 
     def cpu_reasons(self) -> "OrderedDict[str, List[str]]":
         """Distinct reasons operators stayed on the CPU -> the operators each covers (first reason of each)."""
@@ -98,6 +99,7 @@ class PartitionReport:
             for reason, ops in self.cpu_reasons().items():
                 shown = ", ".join(ops[:6]) + (f", ... ({len(ops) - 6} more)" if len(ops) > 6 else "")
                 lines.append(f"  cpu x{len(ops):<4d} {reason}\n           {shown}")
+        lines += [f"  note: {n}" for n in self.notes]
         if self.functions:
             lines.append("  NPU regions (should-run: predicted NPU time incl. boundary vs predicted CPU time):")
             for symbol, f in self.functions.items():
