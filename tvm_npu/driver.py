@@ -85,11 +85,11 @@ def _compile_function(fn, symbol, config, options, labels) -> CompiledFunction:
     low = Lowerer(config, ConstPool(), options.double_buffer)
     records = [_lower_operator(low, fd, i, memory, config, options, labels) for i in range(len(fd.ops))]
     low.program.emit("end")                                                  # tokens: emitted per operator
-    program = low.program.encode()
+    art = _package(config, symbol, low.program.encode(), low, memory, records)   # package
     if options.verify:                                                       # validate
-        validate(program, config, const_bytes=len(low.consts.data), io_bytes=_io_bytes(memory),
-                 scratch_bytes=memory.scratch_bytes)
-    return CompiledFunction(_package(config, symbol, program, low, memory, records), records)   # package
+        validate(art.program, config, const_bytes=len(art.constants), io_bytes=art.io_bytes,
+                 scratch_bytes=art.scratch_bytes)
+    return CompiledFunction(art, records)
 
 
 def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPlan, config: NPUConfig,
@@ -123,10 +123,6 @@ def _operands(consts: ConstPool, op: FunctionOp, memory: MemoryPlan) -> List[Dra
         else:
             ins.append(memory.values[value])
     return ins
-
-
-def _io_bytes(memory: MemoryPlan) -> int:
-    return max((t.offset + t.nbytes for t in memory.io), default=0)
 
 
 def _package(config: NPUConfig, symbol: str, program: bytes, low: Lowerer, memory: MemoryPlan,
@@ -169,10 +165,13 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
     cache: Dict[tuple, CompiledFunction] = {}
     functions: Optional[Dict[str, Dict[str, Any]]] = None
     vetoed: Dict[Any, str] = {}
+    early_origin = P.origins(early)
+    early_label = P.labels(early, early_origin)
     for _ in range(MAX_ROUNDS):
         order = {v: i for i, (v, _) in enumerate(P.main_calls(folded))}
-        label = {**P.labels(early), **P.labels(folded)}
-        origin = {**P.origins(early), **P.origins(folded)}
+        folded_origin = P.origins(folded)
+        label = {**early_label, **P.labels(folded, folded_origin)}
+        origin = {**early_origin, **folded_origin}
         compiled, failed = _codegen(fused, state, config, options, order, origin, cache)   # codegen
         if not failed and functions is None:                                 # decide (should run), once
             functions = _decide(fused, compiled, state, config, options, label)

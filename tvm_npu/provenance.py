@@ -75,13 +75,11 @@ def source_name(expr) -> Optional[str]:
     return name or None
 
 
-def tag(expr, name: str, inputs=()):
-    """`expr` with every call it creates (not those of `inputs`, already converted) spanned by `name`."""
-    stop = [i for i in inputs if isinstance(i, relax.Expr)]
+def tag(expr, name: str):
+    """`expr` with every call in it that has no operator name yet spanned by `name` (calls of earlier
+    operators are spanned already, or bound to variables, where the walk stops)."""
 
     def visit(e):
-        if any(e.same_as(s) for s in stop):
-            return e
         if isinstance(e, relax.Call) and source_name(e) is None:
             args = [visit(a) for a in e.args]
             return relax.Call(e.op, args, e.attrs, e.ty_args, _span(name))

@@ -49,7 +49,6 @@ class OpDesc:
     sources: List[str] = dataclasses.field(default_factory=list)  # Relax ops covered, in order
     exprs: List[Any] = dataclasses.field(default_factory=list, repr=False)  # the Relax operand of each input
     quant: Any = None  # integer operators: their ir.quant.QuantRecord (quant.ConvQuant for MAC operators)
-    label: str = ""  # provenance: the user's operators this composite covers (set by the driver)
 
     @property
     def integer(self) -> bool:

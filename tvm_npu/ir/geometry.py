@@ -104,7 +104,10 @@ def pad4(shape) -> tuple:
 def mean_axes(shape, axis) -> tuple:
     """(outer, red, inner) of a mean over adjacent axes (`axis` None: all)."""
     rank = len(shape)
-    axes = tuple(range(rank)) if axis is None else tuple(sorted({int(a) % rank for a in axis}))
+    try:
+        axes = tuple(range(rank)) if axis is None else tuple(sorted({int(a) % rank for a in axis}))
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise Unsupported(f"mean axis {axis!r} of a rank-{rank} tensor") from None
     if not axes:
         raise Unsupported("mean over no axis")
     if axes != tuple(range(axes[0], axes[-1] + 1)):

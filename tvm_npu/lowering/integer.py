@@ -3,7 +3,7 @@
 Every integer field comes from :mod:`tvm_npu.quant` (computed by the pattern side and carried in
 ``OpDesc.quant``, or, for qmean, by :func:`tvm_npu.quant.mean_quant` here); this module only tiles,
 places and sequences. Tensors stay in their logical (Relax) layout in DRAM; the DMA views reshape,
-broadcast and transpose them (NCHW pools), exactly as the float lowering in ``lower.py`` does.
+broadcast and transpose them (NCHW pools), exactly as the float lowering in ``vector.py`` does.
 
 OpDesc contract (``kind``, ``attrs``, ``inputs``, ``quant``); all inputs and the output are int8. ``quant`` is
 the typed record of :mod:`tvm_npu.ir.quant` (``BinaryQuant``, ``PoolQuant``, ``LutQuant``, ``ConcatQuant``,
@@ -52,7 +52,7 @@ import numpy as np
 
 from .. import quant as Q
 from ..ir.desc import OpDesc, Unsupported
-from ..ir.geometry import LAYOUT_AXES, pad4
+from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
 from ..ir.plan import ConcatPlan, IntTilePlan, MeanPlan, PoolPlan
 from ..ir.quant import quant_record
 from ..isa import DType, Instr, PoolMode, ReduceMode, Space, TensorRef
@@ -361,21 +361,9 @@ def lower_qmean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTens
         raise Unsupported(f"qmean takes 1 operand, got {len(ins)}")
     x = ins[0]
     shape = tuple(x.shape)
-    nd = len(shape)
-    axes = desc.attrs.get("axis")
-    try:
-        axes = tuple(range(nd)) if axes is None else tuple(sorted({int(a) % nd for a in axes}))
-    except (TypeError, ZeroDivisionError):
-        raise Unsupported(f"qmean axis {desc.attrs.get('axis')!r}") from None
-    if not axes:
-        raise Unsupported("qmean over no axis")
-    if axes != tuple(range(axes[0], axes[-1] + 1)):
-        raise Unsupported(f"qmean over non-adjacent axes {axes}")
-    outer = math.prod(shape[:axes[0]])
-    red = math.prod(shape[axes[0]:axes[-1] + 1])
-    inner = math.prod(shape[axes[-1] + 1:])
+    outer, red, inner = mean_axes(shape, desc.attrs.get("axis"))
     if math.prod(out.shape) != outer * inner:
-        raise Unsupported(f"qmean output {list(out.shape)} for {list(shape)} over {axes}")
+        raise Unsupported(f"qmean output {list(out.shape)} for {list(shape)} over axes {desc.attrs.get('axis')}")
     q = quant_record(desc.kind, len(desc.inputs), desc.quant)
     try:
         f = Q.mean_quant(q.in_q, q.out_q, red, q.rounding)

@@ -8,7 +8,7 @@ operator ran and why) and `package` (RunCodegen into the NPU runtime module).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import tvm
 from tvm import relax
@@ -230,10 +230,10 @@ def origins(mod: tvm.IRModule) -> Dict[Any, str]:
     return {v: origin[v] or v.name for v, _ in calls}
 
 
-def labels(mod: tvm.IRModule) -> Dict[Any, str]:
-    """A unique label per call binding of main: its origin (`origins`), with #index where several
-    bindings share one."""
-    names = list(origins(mod).items())
+def labels(mod: tvm.IRModule, origin: Optional[Dict[Any, str]] = None) -> Dict[Any, str]:
+    """A unique label per call binding of main: its origin (`origins`, given or computed), with
+    #index where several bindings share one."""
+    names = list((origin if origin is not None else origins(mod)).items())
     count: Dict[str, int] = {}
     for _, n in names:
         count[n] = count.get(n, 0) + 1

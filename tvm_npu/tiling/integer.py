@@ -11,7 +11,7 @@ import numpy as np
 from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import mean_axes, pad4
-from ..ir.memory import over_budget, sram_bytes
+from ..ir.memory import sram_bytes
 from ..ir.plan import ConcatPlan, IntTilePlan, MeanPlan, PoolPlan
 from ..ir.quant import quant_record
 from ..isa import DType, Space
@@ -218,9 +218,3 @@ def qmean(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> MeanPlan:
             raise Unsupported("qmean does not fit ACT")
         to = 1 if rr < red else max(1, min(outer, MAX_DIM, act // (slots * (row_stride(rr, I8) + 16)), acc // 32))
     return MeanPlan(to, rr, ti, double_buffer)
-
-
-def check(config: NPUConfig, needs: Dict[Space, int], what: str) -> None:
-    why = over_budget(config, needs)
-    if why:
-        raise Unsupported(f"{what} does not fit: {why}")
