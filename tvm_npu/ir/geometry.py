@@ -113,3 +113,70 @@ def mean_axes(shape, axis) -> tuple:
     if axes != tuple(range(axes[0], axes[-1] + 1)):
         raise Unsupported(f"mean over non-adjacent axes {axes}")
     return (math.prod(shape[:axes[0]]), math.prod(shape[axes[0]:axes[-1] + 1]), math.prod(shape[axes[-1] + 1:]))
+
+
+# ---- layout operators (data movement only) ---------------------------------------------------------
+
+MAX_ROW = 8192  # elements of the last dim a reshape's flat view may have (one SRAM row of a tile)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutGeom:
+    """A layout operator on 4-D views: output element o[i] reads input element x[j] with, per output
+    axis k, j[src[k][0]] = src[k][1] + src[k][2] * i[k], and every input axis no output axis walks
+    held at fixed[d]."""
+
+    in_shape: Tuple[int, int, int, int]
+    out_shape: Tuple[int, int, int, int]
+    src: Tuple[Tuple[int, int, int], ...]
+    fixed: Tuple[int, int, int, int]
+
+
+def flat_rows(n: int) -> Tuple[int, int]:
+    """(rows, cols) with rows * cols == n and cols the largest divisor of n up to MAX_ROW: the view of a
+    dense tensor that a reshape copies (the same bytes in the same order on both sides)."""
+    best = 1
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            for c in (d, n // d):
+                if c <= MAX_ROW and c > best:
+                    best = c
+        d += 1
+    return n // best, best
+
+
+def layout_geom(desc: OpDesc) -> LayoutGeom:
+    """The 4-D gather of a layout operator (attrs["op"]: "reshape", "permute" or "slice")."""
+    a = desc.attrs
+    xs, os_ = tuple(desc.inputs[0].shape), tuple(desc.output.shape)
+    if a["op"] == "reshape":
+        if math.prod(xs) != math.prod(os_):
+            raise Unsupported(f"reshape of {list(xs)} into {list(os_)} changes the element count")
+        rows, cols = flat_rows(math.prod(os_))
+        if rows > 65535:
+            raise Unsupported(f"reshape of {math.prod(os_)} elements: no view of at most 65535 rows of at most "
+                              f"{MAX_ROW} elements")
+        shape = (1, 1, rows, cols)
+        return LayoutGeom(shape, shape, tuple((k, 0, 1) for k in range(4)), (0, 0, 0, 0))
+    if len(xs) != len(os_):
+        raise Unsupported(f"{a['op']} from rank {len(xs)} to rank {len(os_)}")
+    if any(v > 65535 for v in xs + os_):
+        raise Unsupported(f"dimension above 65535 in {list(xs)} -> {list(os_)}")
+    lead = 4 - len(xs)
+    if lead < 0:
+        raise Unsupported(f"rank {len(xs)} tensor (1 to 4 supported)")
+    src = [(k, 0, 1) for k in range(lead)]
+    if a["op"] == "permute":
+        perm = a["axes"]
+        if sorted(perm) != list(range(len(xs))):
+            raise Unsupported(f"permutation {list(perm)} of rank {len(xs)}")
+        src += [(lead + p, 0, 1) for p in perm]
+    elif a["op"] == "slice":
+        for d, (b, s) in enumerate(zip(a["begin"], a["steps"])):
+            if s < 1 or b < 0 or b + s * (os_[d] - 1) >= xs[d]:
+                raise Unsupported(f"slice of axis {d}: start {b}, step {s}, {os_[d]} elements of {xs[d]}")
+            src.append((lead + d, b, s))
+    else:
+        raise Unsupported(f"layout operator {a['op']}")
+    return LayoutGeom(pad4(xs), pad4(os_), tuple(src), (0, 0, 0, 0))

@@ -14,6 +14,7 @@ from ..ir.plan import Refusal, TilePlan
 from ..options import CompileOptions
 from .emit import Lowerer
 from .integer import lower_qbinary, lower_qconcat, lower_qlut, lower_qmean, lower_qpool
+from .layout import lower_layout
 from .mac import lower_mac
 from .memory import DramTensor
 from .vector import lower_concat, lower_elementwise, lower_mean, lower_pool, lower_softmax
@@ -29,6 +30,7 @@ LOWERINGS: Dict[str, Lowering] = {
     "mean": lower_mean,
     "concat": lower_concat,
     "pool": lower_pool,
+    "layout": lower_layout,
     "qbinary": lower_qbinary,
     "qlut": lower_qlut,
     "qconcat": lower_qconcat,

@@ -44,15 +44,20 @@ class DramTensor:
             acc *= d
         return tuple(reversed(out))
 
-    def view(self, axes: Sequence[Optional[int]], start: Dict[int, int] = None) -> DramRef:
+    def view(self, axes: Sequence[Optional[int]], start: Dict[int, int] = None,
+             steps: Sequence[int] = ()) -> DramRef:
         """A DMA descriptor reading this tensor as SRAM dims (n, h, w, c) = logical `axes` (None:
-        a dim of size 1), starting at logical index `start` (axis -> index, others 0)."""
+        a dim of size 1), starting at logical index `start` (axis -> index, others 0); `steps` (per
+        SRAM dim, default 1): every step-th element (a strided slice)."""
         strides = self.strides
         delta = 0
         if start:
             for a, i in start.items():
                 delta += strides[a] * i
-        key = (self.offset + delta, tuple([0 if a is None else strides[a] for a in axes]))
+        if steps:
+            key = (self.offset + delta, tuple([0 if a is None else strides[a] * s for a, s in zip(axes, steps)]))
+        else:
+            key = (self.offset + delta, tuple([0 if a is None else strides[a] for a in axes]))
         ref = self._views.get(key)
         if ref is None:
             ref = self._views[key] = DramRef(self.region, *key)

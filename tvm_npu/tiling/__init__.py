@@ -19,7 +19,7 @@ from ..ir.memory import over_budget, storage_dtype
 from ..ir.plan import ConcatPlan, IntTilePlan, MacPlan, MeanPlan, PoolPlan, Refusal, RowPlan, SoftmaxPlan, TilePlan
 from ..isa import DType
 from ..options import CompileOptions
-from . import integer, mac, vector
+from . import integer, layout, mac, vector
 
 __all__ = ["plan", "needs", "PLANNERS", "Planner"]
 
@@ -48,6 +48,7 @@ PLANNERS: Dict[str, Planner] = {
     "mean": Planner(MeanPlan, lambda d, c, db, dt: vector.mean(d, c, db), lambda d, p, c, dt: vector.mean_needs(d, p)),
     "concat": Planner(ConcatPlan, lambda d, c, db, dt: vector.concat(d, c, db),
                       lambda d, p, c, dt: vector.concat_needs(d, p)),
+    "layout": Planner(RowPlan, layout.layout, lambda d, p, c, dt: layout.layout_needs(d, p, dt)),
     "pool": Planner(PoolPlan, lambda d, c, db, dt: vector.pool(d, c, db), lambda d, p, c, dt: vector.pool_needs(d, p)),
     "qbinary": Planner(IntTilePlan, lambda d, c, db, dt: integer.qbinary(d, c, db),
                        lambda d, p, c, dt: integer.qbinary_needs(d, p)),

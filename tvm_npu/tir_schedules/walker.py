@@ -51,6 +51,8 @@ class Event:
     scope: str = ""  # the SRAM buffer's storage scope (ir.memory.SCOPES): which SRAM it lives in
     slots: int = 1  # 2 when the schedule marked the buffer double_buffer_scope
     pad_value: int = 0  # what the DMA writes into the halo (the input zero point of int8 kernels)
+    steps: Tuple[int, ...] = ()  # per SRAM axis, the DRAM index step between neighbours (empty: all 1; a
+    #                             strided slice reads every step-th element)
 
 
 def _tn(x) -> str:
@@ -384,6 +386,7 @@ class Walker:
         shape = (1,) * rank_pad + tuple([hi - lo + 1 for lo, hi in dims])
         axes: List[Optional[int]] = [None] * 4
         start, pads = [], [0, 0, 0, 0]
+        steps = None
         pshape = self.params[param]
         for d, k, fn in dram:
             if fn is None:
@@ -392,12 +395,20 @@ class Walker:
                 start.append((d, fn({})))
                 continue
             lo, hi = dims[k]
+            step = fn(lo + 1) - fn(lo) if hi > lo else 1
             lo, hi = fn(lo), fn(hi)
             c_lo = lo if lo > 0 else 0  # max(lo, 0) and min(hi, pshape[d] - 1)
             c_hi = hi if hi < pshape[d] else pshape[d] - 1
             a = k + rank_pad
             axes[a] = d
             start.append((d, c_lo))
+            if step != 1:
+                if step < 1 or c_lo != lo or c_hi != hi:
+                    raise Unsupported(f"block {blk.name}: {kind} with DRAM step {step} along {param} axis {d} "
+                                      "(steps of at least 1 inside the tensor only)")
+                steps = steps or [1, 1, 1, 1]
+                steps[a] = step
+                continue
             before, after = c_lo - lo, hi - c_hi
             if before or after:
                 if kind != "load" or a not in (1, 2):
@@ -405,4 +416,5 @@ class Walker:
                 pads[0 if a == 1 else 2] = before
                 pads[1 if a == 1 else 3] = after
         return Event(kind, sram, shape, param, tuple(axes), tuple(start), tuple(pads), dtype=dtype,
-                     slots=blk.slots, pad_value=pad_value if any(pads) else 0, scope=scope)
+                     slots=blk.slots, pad_value=pad_value if any(pads) else 0, scope=scope,
+                     steps=tuple(steps) if steps else ())
