@@ -52,6 +52,41 @@ def default_vela_data() -> Path:
 
 # ---- the worker: one fresh process, one compile -----------------------------------------------------
 
+class TensorIRClock:
+    """Time spent inside TVM's TensorIR machinery during the compile: building PrimFuncs (te.compute,
+    te.create_prim_func) and every s_tir.Schedule primitive (outermost calls only). It is the part of
+    the compile that scheduling each operator as a TensorIR kernel costs whatever tvm_npu's own code
+    does; its overhead is a few microseconds per call."""
+
+    def __init__(self):
+        self.seconds, self.calls, self._depth = 0.0, 0, 0
+
+    def _wrap(self, fn):
+        clock = self
+
+        def timed(*a, **k):
+            if clock._depth:
+                return fn(*a, **k)
+            clock._depth += 1
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                clock.seconds += time.perf_counter() - t
+                clock.calls += 1
+                clock._depth -= 1
+
+        return timed
+
+    def install(self) -> None:
+        from tvm import s_tir, te
+
+        for name, fn in list(vars(s_tir.Schedule).items()):
+            if callable(fn) and not name.startswith("_") or name == "__init__":
+                setattr(s_tir.Schedule, name, self._wrap(fn))
+        te.compute, te.create_prim_func = self._wrap(te.compute), self._wrap(te.create_prim_func)  # read as te.<name>
+
+
 def worker(kind: str, model: str, target: str, info: bool) -> Dict[str, Any]:
     """Runs in the child: import, load, time the first tvm.compile. `kind` is "tflite" (a file, loaded
     like the CLI) or "zoo" (a zoo model name, loaded like bench_models.py). With `info`, what was made
@@ -66,11 +101,15 @@ def worker(kind: str, model: str, target: str, info: bool) -> Dict[str, Any]:
     from program_digest import load_model_file, load_zoo_model  # the loaders, old tree or new
 
     mod = load_model_file(model) if kind == "tflite" else load_zoo_model(model, False)[0]
+    clock = TensorIRClock()
+    if target.startswith("npu"):
+        clock.install()
     t2 = time.perf_counter()
     ex = tvm.compile(mod, target=target)
     t3 = time.perf_counter()
     out: Dict[str, Any] = {"startup_s": t0 - _T_START, "import_s": t1 - t0, "load_s": t2 - t1, "compile_s": t3 - t2,
-                           "tvm_npu": str(Path(tvm_npu.__file__).resolve().parent.parent)}
+                           "tvm_npu": str(Path(tvm_npu.__file__).resolve().parent.parent),
+                           "tensorir_s": clock.seconds, "tensorir_calls": clock.calls}
     if info and target.startswith("npu"):  # after the clock stops: what was made, for the record
         try:
             from program_digest import instruction_count, npu_artifact_blobs
@@ -194,7 +233,7 @@ def vela_version(vela: Path) -> str:
         return "?"
 
 
-def summarise(runs: List[Dict[str, Any]], keys=("compile_s", "wall_s", "import_s", "load_s"),
+def summarise(runs: List[Dict[str, Any]], keys=("compile_s", "wall_s", "import_s", "load_s", "tensorir_s"),
               warm: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Medians of the timed runs; descriptions (instructions, cycles, ...) from any run, warm-ups included."""
     ok = [r for r in runs if "error" not in r]
@@ -348,8 +387,8 @@ def main() -> int:
     if result["vela"]:
         lines += ["", f"Compile time against Vela {result.get('vela_version', '?')} ({' '.join(VELA_ARGS)}):",
                   f"{'model':30s} {'import s':>8s} {'load s':>7s} {'compile s':>9s} {'process s':>9s} "
-                  f"{'vela s':>7s} {'compile/vela':>12s} {'process/vela':>12s} {'instrs':>7s} {'pred cyc':>9s} "
-                  f"{'vela cyc':>9s}"]
+                  f"{'vela s':>7s} {'compile/vela':>12s} {'process/vela':>12s} {'TensorIR s':>10s} "
+                  f"{'instrs':>7s} {'pred cyc':>9s} {'vela cyc':>9s}"]
         for r in result["vela"]:
             n, v = r["tvm_npu"], r["vela"]
             if "error" in n or "error" in v:
@@ -360,11 +399,12 @@ def main() -> int:
                          f"{fmt(n.get('compile_s'), '.3f', 9)} {fmt(n.get('wall_s'), '.3f', 9)} "
                          f"{fmt(v.get('wall_s'), '.3f', 7)} "
                          f"{fmt(r['compile_over_vela'], '.2f', 12)} {fmt(r['process_over_vela'], '.2f', 12)} "
-                         f"{fmt(n.get('instructions'), 'd', 7)} {fmt(n.get('predicted_cycles'), 'd', 9)} "
+                         f"{fmt(n.get('tensorir_s'), '.3f', 10)} {fmt(n.get('instructions'), 'd', 7)} {fmt(n.get('predicted_cycles'), 'd', 9)} "
                          f"{fmt(v.get('cycles_total'), 'd', 9)}")
             worst.append(r["compile_over_vela"])
         lines.append("compile: tvm.compile alone, the first in a fresh process; process: that process's whole wall "
-                     "time; vela: Vela's whole process. Target: compile/vela <= 1.")
+                     "time; vela: Vela's whole process; TensorIR: the part of compile spent in TVM's te / s_tir.Schedule "
+                     "calls (building and scheduling each operator's PrimFunc). Target: compile/vela <= 1.")
     if result["zoo"]:
         lines += ["", f"Compile time, target {args.target} against llvm (the first tvm.compile in a fresh process):",
                   f"{'model':30s} {args.target + ' s':>9s} {'llvm s':>9s} {'npu/llvm':>9s} {'NPU ops':>9s} "
