@@ -64,3 +64,32 @@ def test_tflite_operator_type_and_index(tmp_path):
     assert names == {"CONV_2D#0", "AVERAGE_POOL_2D#1"}, [p.binding for p in rep.placements]
     covers = [c for f in rep.functions.values() for c in f["covers"]]
     assert covers and all(c.startswith(("CONV_2D#0", "AVERAGE_POOL_2D#1")) for c in covers)
+
+
+def test_tflite_converters_bound_with_partial_still_import():
+    """TFLite MEAN / SUM / REDUCE_* converters are partials that the frontend calls with op=...: the
+    provenance wrapper passes the call through unchanged (it used to call fn(op) and break them)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from tvm_npu.importer import load
+    from tvm_npu.quant import QParams
+    from tvm_npu.testing.tflite_int8 import ModelBuilder, rand_int8, run_reference
+
+    b = ModelBuilder(1)
+    x = b.add_input("x", (1, 4, 6, 8), QParams.per_tensor(0.05, -3))
+    y = b.add_tensor("mean", (1, 1, 1, 8), "int8", QParams.per_tensor(0.03, 2))
+    b.add_op("MEAN", [x, b.add_const("axes", np.array([1, 2], np.int32))], [y], ("ReducerOptions", {"KeepDims": True}))
+    b.mark_output(y)
+    buf = b.finish()
+    xs = rand_int8(np.random.default_rng(0), (1, 4, 6, 8))
+    (want,) = run_reference(buf, [xs])
+    loaded = load(buf, format="tflite")
+    ex = tvm.compile(loaded.mod, target="llvm")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # TVM's llvm rounding, not the NPU's
+    with tvm_npu.compile_options(should_run=False):
+        tvm.compile(loaded.mod, target="npu")
+    assert any(p.binding.startswith("MEAN#0") for p in tvm_npu.last_report().placements), \
+        [p.binding for p in tvm_npu.last_report().placements]

@@ -128,11 +128,13 @@ def _install_tflite() -> None:
 
         def wrap(code: str, fn):
             @functools.wraps(fn)
-            def convert(op, *a, **kw):
+            def convert(*a, **kw):  # passed through as the frontend calls it (some converters are partials
+                #                        binding an argument before `op`, and are called with op=...)
+                op = kw["op"] if "op" in kw else a[0]
                 i = index.get(op._tab.Pos)
                 name = f"{code}#{i}" if i is not None else code
                 with converting(name):
-                    ret = fn(op, *a, **kw)
+                    ret = fn(*a, **kw)
                     return self.bb.normalize(ret) if isinstance(ret, relax.Expr) else ret
             return convert
 
