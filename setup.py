@@ -39,6 +39,12 @@ DEV = [
     "scipy>=1.11",
     "pillow>=10",
     "onnxslim==0.1.98",  # fixes shape subgraphs of some ONNX exports before import
+    "matplotlib>=3.8",  # plots of the benchmark scripts (run_zoo --out)
+]
+# PyTorch models (.pt2 files of torch.export.save, relay.frontend.from_pytorch): the CPU build.
+# No torchvision: the registry's torchvision does not import beside a CPU torch (TVM_NOTES.md).
+TORCH = [
+    "torch==2.13.0",
 ]
 
 
@@ -104,7 +110,7 @@ setup(
                                     "model_zoo.*"]),
     package_data={"npu_emulator": ["_lib/*.so", "src/*.h", "src/*.cc"]},
     install_requires=PINNED,
-    extras_require={"dev": DEV},
+    extras_require={"dev": DEV, "torch": TORCH},
     cmdclass={"build_ext": BuildNative},
     # A placeholder extension makes setuptools run build_ext (and mark the wheel platform-specific).
     ext_modules=[Extension("npu_emulator._native_marker", sources=[])],

@@ -87,3 +87,37 @@ def test_cli_zoo_and_relay_layer_use_the_one_loader(tmp_path, monkeypatch, capsy
     assert outputs == ["y"]
     relay.frontend.from_onnx(str(path), {"x": (1, 3, 8, 8)})
     assert calls == [str(path), path, str(path)]
+
+
+def test_pt2_without_torch_says_how_to_install_it(tmp_path, monkeypatch):
+    """A .pt2 file (torch.export.save) needs the [torch] extra: without torch, one error says so."""
+    import sys
+
+    path = tmp_path / "model.pt2"
+    path.write_bytes(b"PK\x03\x04 not read without torch")
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, installed or not
+    for source, what in ((path, str(path)), (path.read_bytes(), "bytes of pt2")):
+        with pytest.raises(importer.ModelLoadError) as info:
+            importer.load(source)
+        msg = str(info.value)
+        assert what in msg and "needs PyTorch" in msg and "pip install 'tvm_npu[torch]'" in msg, msg
+        assert "\n" not in msg
+    (tmp_path / "model.pb").write_bytes(b"\x08\x07")
+    with pytest.raises(importer.ModelLoadError, match=r"'\.pb'.*\.onnx, \.tflite, \.pt2 files are supported"):
+        importer.load(tmp_path / "model.pb")
+
+
+def test_relay_from_pytorch_uses_the_one_loader(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from tvm import relay
+
+    calls = []
+    real = importer.load
+
+    def spy(source, *args, **kw):
+        calls.append(type(source).__name__)
+        return real(source, *args, **kw)
+
+    monkeypatch.setattr(importer, "load", spy)
+    relay.frontend.from_pytorch(torch.nn.Conv2d(3, 4, 1).eval(), [("x", (1, 3, 8, 8))])
+    assert calls == ["ExportedProgram"]

@@ -111,6 +111,11 @@ def _load(args: argparse.Namespace):
         return load(args.model, parse_shapes(args.shape))
     except tvm.error.OpError as e:
         raise ModelLoadError(args.model, str(e).strip().splitlines()[-1]) from None
+    except AssertionError as e:  # the Relax PyTorch frontend asserts that it can convert every operator
+        if not str(e).startswith("Unsupported function types"):
+            raise
+        raise ModelLoadError(args.model, f"the Relax PyTorch frontend cannot convert these operators: "
+                                         f"{str(e).removeprefix('Unsupported function types').strip()}") from None
 
 
 def _npu_target(name: str):
@@ -316,7 +321,7 @@ def _compile_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="an .onnx or .tflite file")
+    p.add_argument("model", help="an .onnx, .tflite or .pt2 (torch.export.save) file")
     p.add_argument("--target", default="npu", help="npu, npu-nano, npu-edge, npu-pro, a config JSON file, or llvm")
     p.add_argument("--shape", action="append", help="NAME=D1,D2,... for inputs with dynamic dims")
     _compile_flags(p)

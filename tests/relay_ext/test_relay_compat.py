@@ -555,7 +555,6 @@ UNMAPPED = [
     ("relay.analysis.free_vars", "tvm.relax.analysis"),
     ("relay.create_executor", "relax.VirtualMachine"),
     ("relay.vm.compile", "relax.VirtualMachine"),
-    ("relay.frontend.from_pytorch", "from_exported_program"),
     ("relay.frontend.from_keras", "from_tflite"),
     ("relay.frontend.from_mxnet", "from_onnx"),
     ("relay.backend.Executor('aot')", "relax.VirtualMachine"),

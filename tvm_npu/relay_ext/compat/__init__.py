@@ -11,9 +11,10 @@ After `install()` (which `import tvm_npu` calls), a Relay-era deployment script 
     m = graph_executor.GraphModule(tvm.runtime.load_module("net.so")["default"](tvm.cpu()))
 
 How it maps (docs/RELAY_COMPAT.md has the full table):
-- `relay.frontend.from_onnx/from_tflite` (frontend.py) load the model with tvm_npu's one loader
-  (tvm_npu.importer) and *detach* the weights (params.py): the module's `main` takes the inputs
-  first, then one parameter per weight; `params` maps the weight names to `tvm.runtime.Tensor`s.
+- `relay.frontend.from_onnx/from_tflite/from_pytorch` (frontend.py) load the model with tvm_npu's
+  one loader (tvm_npu.importer; a PyTorch module is first exported with torch.export) and *detach*
+  the weights (params.py): the module's `main` takes the inputs first, then one parameter per
+  weight; `params` maps the weight names to `tvm.runtime.Tensor`s.
 - `relay.build` (build_module.py) binds `params` back (`relax.transform.BindParams`), compiles with
   `tvm.compile` (so "npu*" targets partition to the NPU) and returns a `GraphExecutorFactoryModule`
   around the Relax VM executable. A small Relax function `_tvm_npu_relay_compat_meta` (meta.py: a
@@ -46,12 +47,12 @@ from . import graph_executor as _graph_executor
 from . import nd as _nd
 from . import relay as _relay
 from .build_module import HOOKS, Executor, Runtime, build
-from .frontend import from_onnx, from_tflite
+from .frontend import from_onnx, from_pytorch, from_tflite
 from .graph_executor import GraphExecutorFactoryModule, GraphModule, VMGraphExecutor, create, make_getitem
 from .unmapped import MARK, tuning_module
 
 __all__ = ["install", "uninstall", "is_installed", "load_module", "GraphModule", "GraphExecutorFactoryModule",
-           "VMGraphExecutor", "Executor", "Runtime", "build", "from_onnx", "from_tflite", "create"]
+           "VMGraphExecutor", "Executor", "Runtime", "build", "from_onnx", "from_tflite", "from_pytorch", "create"]
 
 _STATE: Dict[str, Any] = {"installed": {}}
 

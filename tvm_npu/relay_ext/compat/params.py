@@ -79,6 +79,24 @@ def lift_constants(mod: tvm.IRModule, consts: List[tuple]) -> tvm.IRModule:
     return _with_main(mod, new_fn)
 
 
+def rename_params(mod: tvm.IRModule, names: dict[str, str]) -> tvm.IRModule:
+    """main with its parameters renamed ({old name: new name}; others keep theirs): the names
+    set_input and relay.build(params=...) use."""
+    fn = mod["main"]
+    mapping = {v: relax.Var(names[v.name], v.ty) for v in fn.params if names.get(v.name, v.name) != v.name}
+    if not mapping:
+        return mod
+
+    @relax.expr_functor.mutator
+    class _Rename(relax.PyExprMutator):
+        def visit_var_(self, op):
+            return mapping.get(op, op)
+
+    body = _Rename().visit_expr(fn.body)
+    new_fn = relax.Function([mapping.get(v, v) for v in fn.params], body, fn.ret_ty, fn.is_pure, fn.attrs)
+    return _with_main(mod, new_fn)
+
+
 def _with_main(mod: tvm.IRModule, fn: relax.Function) -> tvm.IRModule:
     out = copy_module(mod)
     out["main"] = fn

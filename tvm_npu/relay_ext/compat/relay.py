@@ -8,7 +8,7 @@ from typing import Dict
 import tvm
 
 from .build_module import Executor, Runtime, build
-from .frontend import from_onnx, from_tflite
+from .frontend import from_onnx, from_pytorch, from_tflite
 from .unmapped import FRONTENDS, RELAY_SUBMODULES, RELAY_TOP, TRANSFORMS, TUNING, ShimModule
 
 
@@ -20,6 +20,7 @@ def modules() -> Dict[str, types.ModuleType]:
                           default="export the model to ONNX and use relay.frontend.from_onnx")
     frontend.from_onnx = from_onnx
     frontend.from_tflite = from_tflite
+    frontend.from_pytorch = from_pytorch
     transform = ShimModule("tvm.relay.transform", "Relay passes: use tvm.relax.transform.", TRANSFORMS,
                            default="the corresponding pass in tvm.relax.transform (tvm.compile runs the standard "
                                    "pipeline, and partitions for 'npu*' targets)")

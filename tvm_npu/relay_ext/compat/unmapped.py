@@ -116,8 +116,6 @@ TRANSFORMS = {
 }
 
 FRONTENDS = {
-    "from_pytorch": "tvm.relax.frontend.torch.from_exported_program(torch.export.export(model, args)) "
-                    "(or export the model to ONNX and use relay.frontend.from_onnx)",
     "from_tensorflow": "convert the model to TFLite (tf.lite.TFLiteConverter) or ONNX (tf2onnx) and use "
                        "relay.frontend.from_tflite / from_onnx",
     "from_keras": "convert the model to TFLite or ONNX (tf2onnx) and use relay.frontend.from_tflite / from_onnx",
@@ -139,7 +137,7 @@ TUNING = ("tune with MetaSchedule instead: relax.transform.MetaScheduleTuneIRMod
 def unavailable(qualname: str, replacement: str) -> NotImplementedError:
     return NotImplementedError(
         f"{qualname} is not available: TVM {tvm.__version__} has no Relay, and tvm_npu's compatibility layer maps "
-        f"only relay.frontend.from_onnx/from_tflite, relay.build and graph_executor.GraphModule. "
+        f"only relay.frontend.from_onnx/from_tflite/from_pytorch, relay.build and graph_executor.GraphModule. "
         f"Relax replacement: {replacement}. See docs/RELAY_COMPAT.md.")
 
 
