@@ -125,3 +125,38 @@ def test_an_override_that_matches_nothing_is_said():
     rep = tvm_npu.report_of(ex)
     assert len(rep.notes) == 1 and "'no such op' matches no NPU operator" in rep.notes[0]
     assert "note: plan override 'no such op'" in rep.summary()
+
+
+def test_identical_regions_share_one_function_and_are_reported_at_each_place():
+    """Two structurally identical NPU regions (same weights) become one NPU function called twice: every
+    operator of both places is reported with its composite, the function says it has two places, and
+    the result matches the CPU build."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    import tvm_npu
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "float32"))
+    w = relax.const((np.random.default_rng(0).standard_normal((16, 16, 3, 3)) * 0.1).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.tanh(relax.op.nn.relu(relax.op.nn.conv2d(x, w, padding=1))))
+            c = bb.emit(relax.op.cumsum(a, axis=1))  # no NPU pattern: splits the two regions
+            d = bb.emit(relax.op.tanh(relax.op.nn.relu(relax.op.nn.conv2d(c, w, padding=1))))
+            gv = bb.emit_output(d)
+        bb.emit_func_output(gv)
+    mod = bb.get()
+    xs = np.random.default_rng(1).standard_normal((1, 16, 8, 8)).astype("float32")
+    outs = []
+    for target in ("llvm", "npu"):
+        with tvm_npu.compile_options(should_run=False):
+            ex = tvm.compile(mod, target=target)
+        outs.append(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy())
+    rep = tvm_npu.last_report()
+    npu = [p for p in rep.placements if p.target == "npu"]
+    assert len(npu) == 6 and all(p.composite and p.symbol for p in npu), rep.summary()
+    (f,) = rep.functions.values()
+    assert f["places"] == 2, rep.summary()
+    assert np.abs(outs[0] - outs[1]).max() <= 2e-2 * np.abs(outs[0]).max()

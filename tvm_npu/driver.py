@@ -97,10 +97,13 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
     """plan tiles -> schedule -> walk -> lower, for one operator; failures name the operator."""
     op = fd.ops[index]
     label = labels[index] if labels is not None and index < len(labels) and labels[index] else op.name
+    start = len(low.program)
+    if op.result in memory.aliases:  # a reshape the memory plan made an alias of its input: nothing to move
+        return OpRecord(op.desc.composite, label, op.desc.sources, op.desc.kind, None, 0, (start, start), 0, 0, 0,
+                        op.desc.integer)
     try:
         ins = _operands(low.consts, op, memory)
         out = memory.values[op.result]
-        start = len(low.program)
         plan = plan_and_lower(low, op.desc, ins, out, options, options.plan_override(label))  # plan tiles ->
         #                                                                    schedule -> walk -> lower
     except Unsupported as e:
@@ -127,12 +130,13 @@ def _operands(consts: ConstPool, op: FunctionOp, memory: MemoryPlan) -> List[Dra
 
 def _package(config: NPUConfig, symbol: str, program: bytes, low: Lowerer, memory: MemoryPlan,
              records: List[OpRecord]) -> Artifact:
+    emitted = [r for r in records if r.instr_range[1] > r.instr_range[0]]  # aliased reshapes emit nothing
     provenance = [ProvenanceRange(r.instr_range[0], r.instr_range[1], r.composite,
-                                  f"{' + '.join(r.sources)}: {r.binding}") for r in records
-                  if r.instr_range[1] > r.instr_range[0]]
+                                  f"{' + '.join(r.sources)}: {r.binding}") for r in emitted]
     return Artifact(config, program, bytes(low.consts.data), memory.io, memory.scratch_bytes, provenance,
                     {"tvm_npu": __version__, "symbol": symbol, "transposing_dma": low.stats["transposing_dma"],
-                     "steps": low.stats["steps"], "layers": [r.to_dict(config) for r in records]})
+                     "steps": low.stats["steps"], "layers": [r.to_dict(config) for r in emitted],
+                     "aliases": [r.binding for r in records if r.instr_range[1] == r.instr_range[0]]})
 
 
 # ---- a model --------------------------------------------------------------------------------------
@@ -243,11 +247,13 @@ def _unused_overrides(options: CompileOptions, compiled: Dict[str, CompiledFunct
 
 def _decide(fused, compiled, state, config, options, label) -> Dict[str, Dict[str, Any]]:
     covered = P.function_vars(fused, state)
+    sites = P.call_sites(fused)
     functions = {}
     for symbol, fn in P.npu_functions(fused):
         cov = covered.get(symbol, [])
         f = decide(fn, compiled[symbol].records, config, options.cpu, [label.get(v, v.name) for v, _ in cov])
         f["_vars"] = [v for v, _ in cov]
+        f["places"] = sites.get(symbol, 1)  # identical regions share one function, called at each place
         if not options.should_run:
             f["offloaded"] = True
         functions[symbol] = f

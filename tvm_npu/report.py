@@ -104,9 +104,10 @@ class PartitionReport:
             lines.append("  NPU regions (should-run: predicted NPU time incl. boundary vs predicted CPU time):")
             for symbol, f in self.functions.items():
                 verdict = "offloaded" if f["offloaded"] else "kept on CPU"
+                places = f" (x{f['places']} places)" if f.get("places", 1) > 1 else ""
                 lines.append(f"    {len(f['operators']):3d} ops, {f['macs'] / 1e6:8.2f} M MACs, "
                              f"{f['predicted_npu_cycles']:9d} cycles: NPU {f['predicted_npu_us']:9.1f} us vs CPU "
-                             f"{f['predicted_cpu_us']:9.1f} us -> {verdict}")
+                             f"{f['predicted_cpu_us']:9.1f} us -> {verdict}{places}")
         return "\n".join(lines)
 
 

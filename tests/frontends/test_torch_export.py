@@ -95,8 +95,8 @@ def test_resnet18_runs_on_the_npu_like_eager_pytorch():
     for op in ("relax.nn.relu", "relax.add", "relax.nn.max_pool2d", "relax.mean", "relax.matmul"):
         assert _placements(report, op) and all(p.target == "npu" for p in _placements(report, op)), op
     assert not _placements(report, "relax.nn.batch_norm")  # folded into the convolutions
-    # the one operator left on the CPU: torch.flatten before the classifier
-    assert _cpu(report) == {("relax.reshape", "no npu.* pattern covers relax.reshape")}
+    # every operator runs on the NPU, torch.flatten before the classifier included (a layout operator)
+    assert _cpu(report) == set(), report.summary()
     assert_fp16_network_close(got, _eager(model, x), _mac_ops(report))
 
 
@@ -111,7 +111,7 @@ def test_mobilenet_v3_small_runs_on_the_npu_like_eager_pytorch():
     # hardswish / hardsigmoid (decomposed by torch.export into add, clip, multiply, divide) and the SE pools
     for op in ("relax.clip", "relax.multiply", "relax.divide", "relax.mean", "relax.nn.relu", "relax.matmul"):
         assert _placements(report, op) and all(p.target == "npu" for p in _placements(report, op)), op
-    assert _cpu(report) == {("relax.reshape", "no npu.* pattern covers relax.reshape")}
+    assert _cpu(report) == set(), report.summary()
     assert_fp16_network_close(got, _eager(model, x), _mac_ops(report))
 
 
@@ -140,7 +140,9 @@ def test_transformer_encoder_runs_its_projections_on_the_npu_like_eager_pytorch(
     assert len(projections) == 2 * 4  # per layer: in_proj (q, k, v), out_proj, linear1, linear2
     where = {p.binding: (p.target, p.composite) for p in report.placements}
     assert all(where[b] == ("npu", "npu.matmul_bias") for b in projections), {b: where[b] for b in projections}
-    assert any(p.target == "npu" for p in _placements(report, "relax.nn.softmax"))
+    # the NPU can run the softmaxes; the performance model may keep a region on the CPU (it says so)
+    assert all(p.target == "npu" or any("performance model" in r for r in p.reasons)
+               for p in _placements(report, "relax.nn.softmax")), report.summary()
     assert_fp16_network_close(got, _eager(model, x), _mac_ops(report))
 
 

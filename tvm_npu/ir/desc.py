@@ -31,6 +31,12 @@ class Activation:
     hi: float = float("inf")
     alpha: float = 0.0  # leaky relu slope
 
+    @property
+    def temporary(self) -> bool:
+        """Its epilogue needs a temporary tile beside the one it works on (x * f(x) or max(x, a x)):
+        the lowering allocates it and the tiling stage counts it."""
+        return self.kind in ("silu", "leaky_relu", "hard_swish")
+
 
 @dataclasses.dataclass
 class OpDesc:

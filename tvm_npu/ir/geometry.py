@@ -117,7 +117,9 @@ def mean_axes(shape, axis) -> tuple:
 
 # ---- layout operators (data movement only) ---------------------------------------------------------
 
-MAX_ROW = 8192  # elements of the last dim a reshape's flat view may have (one SRAM row of a tile)
+MAX_ROW = 512  # elements of the last dim a reshape's flat view prefers (one SRAM row of a tile: small
+#                enough for the smallest configurations; tiles stack rows, so DMA runs stay long)
+MAX_ROW_LARGE = 8192  # ... and may have, when the preferred width leaves more than 65535 rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,17 +135,20 @@ class LayoutGeom:
 
 
 def flat_rows(n: int) -> Tuple[int, int]:
-    """(rows, cols) with rows * cols == n and cols the largest divisor of n up to MAX_ROW: the view of a
-    dense tensor that a reshape copies (the same bytes in the same order on both sides)."""
-    best = 1
+    """(rows, cols) with rows * cols == n and cols the largest divisor of n up to MAX_ROW (MAX_ROW_LARGE
+    when that leaves more than 65535 rows): the view of a dense tensor that a reshape copies (the same
+    bytes in the same order on both sides)."""
+    divisors = set()
     d = 1
     while d * d <= n:
         if n % d == 0:
-            for c in (d, n // d):
-                if c <= MAX_ROW and c > best:
-                    best = c
+            divisors.update((d, n // d))
         d += 1
-    return n // best, best
+    for cap in (MAX_ROW, MAX_ROW_LARGE):
+        cols = max(c for c in divisors if c <= cap)
+        if n // cols <= 65535:
+            break
+    return n // cols, cols
 
 
 def layout_geom(desc: OpDesc) -> LayoutGeom:
@@ -156,7 +161,7 @@ def layout_geom(desc: OpDesc) -> LayoutGeom:
         rows, cols = flat_rows(math.prod(os_))
         if rows > 65535:
             raise Unsupported(f"reshape of {math.prod(os_)} elements: no view of at most 65535 rows of at most "
-                              f"{MAX_ROW} elements")
+                              f"{MAX_ROW_LARGE} elements")
         shape = (1, 1, rows, cols)
         return LayoutGeom(shape, shape, tuple((k, 0, 1) for k in range(4)), (0, 0, 0, 0))
     if len(xs) != len(os_):

@@ -27,6 +27,8 @@ class MemoryPlan:
     values: Dict[Any, DramTensor]
     io: List[IOTensor]
     scratch_bytes: int
+    aliases: Set[Any] = dataclasses.field(default_factory=set)  # results that are their input's bytes seen
+    #                                     with another shape (a reshape of a dense tensor): no instructions
 
 
 def fp32_inputs(fd: FunctionDesc) -> Set[Any]:
@@ -68,14 +70,40 @@ def plan_memory(fd: FunctionDesc) -> MemoryPlan:
             if op is None:
                 raise Unsupported("an output of the NPU function is not computed by it")
             outputs[o] = io_tensor(f"output{i}", "output", op.shape, op.dtype)
-    scratch_top = 0
+    # a reshape that is an output, of a result computed here: that result is written straight into the
+    # output's bytes (seen with its own shape), and the reshape moves nothing
+    into_output: Dict[Any, DramTensor] = {}
     for op in fd.ops:
+        src = op.operands[0] if op.operands else None
+        if (is_reshape(op.desc) and op.result in outputs and src in result_of and src not in outputs
+                and src not in into_output and _NPU_DTYPE.get(result_of[src].dtype) == outputs[op.result].dtype):
+            out = outputs[op.result]
+            into_output[src] = DramTensor(out.region, out.offset, tuple(result_of[src].shape), out.dtype)
+    scratch_top = 0
+    aliases: Set[Any] = set()
+    for op in fd.ops:
+        if op.result in into_output:
+            values[op.result] = into_output[op.result]
+            continue
         if op.result in outputs:
             values[op.result] = outputs[op.result]
+            src = op.operands[0] if op.operands else None
+            if src in into_output and is_reshape(op.desc):
+                aliases.add(op.result)
+            continue
+        src = values.get(op.operands[0]) if op.operands else None
+        if is_reshape(op.desc) and src is not None and src.dtype == _NPU_DTYPE.get(op.dtype):
+            values[op.result] = DramTensor(src.region, src.offset, tuple(op.shape), src.dtype)  # the same bytes
+            aliases.add(op.result)
             continue
         dtype = _NPU_DTYPE.get(op.dtype)
         if dtype is None:
             raise Unsupported(f"intermediate {op.name} of dtype {op.dtype}")
         values[op.result] = DramTensor(Region.SCRATCH, scratch_top, tuple(op.shape), dtype)
         scratch_top = (scratch_top + values[op.result].nbytes + 15) // 16 * 16
-    return MemoryPlan(values, io, scratch_top)
+    return MemoryPlan(values, io, scratch_top, aliases)
+
+
+def is_reshape(desc) -> bool:
+    """A layout operator that keeps the order of the bytes (reshape, squeeze, expand_dims)."""
+    return desc.kind == "layout" and desc.attrs.get("op") == "reshape"

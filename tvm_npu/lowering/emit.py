@@ -151,7 +151,7 @@ class Lowerer:
         scalars, loads = {}, []
         if act is None:
             return tmp, scalars, loads
-        if act.kind in ("silu", "leaky_relu", "hard_swish"):
+        if act.temporary:
             tmp = alloc.alloc(space, shape, dtype, "activation temporary")
         values = {"leaky_relu": {"alpha": act.alpha}, "hard_sigmoid": {"three": 3.0, "sixth": 1 / 6},
                   "hard_swish": {"three": 3.0, "sixth": 1 / 6}}.get(act.kind, {})

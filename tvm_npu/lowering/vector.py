@@ -21,7 +21,8 @@ from .pipeline import Step
 
 
 def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: RowPlan) -> None:
-    """Binary ops with broadcasting, and activations, on 4-D views of the logical shapes, through
+    """Binary ops with broadcasting (PReLU among them: max(x, 0) + slope * min(x, 0)), and
+    activations, on 4-D views of the logical shapes, through
     TensorIR (tir_schedules/vector.py): the row tiling below is the schedule's split factors, the
     walker's events become loads, vector instructions and stores.
 
@@ -45,6 +46,9 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
     alloc = SramAllocator(low.config)
     bufs, _, _ = low.event_slots(alloc, events)
     tmp_act, scalars, const_loads = None, {}, []
+    prelu = desc.kind == "binary" and desc.attrs["op"] == "prelu"
+    if prelu:  # slope * min(x, 0), fp32 beside the result
+        tmp_act = alloc.alloc(Space.ACC, (1, t1m, t2m, shape4[3]), F32, "prelu temporary")
     if desc.kind == "activation":
         tmp_act, scalars, const_loads = low.act_consts(alloc, desc.activation, Space.ACT, F16,
                                                        (1, t1m, t2m, shape4[3]))
@@ -71,6 +75,12 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
                 step.computes.append(Instr.make("vcvt", a=srcs[0], o=ref))
             elif ev.intrin == "round":
                 step.computes.append(Instr.make("vrequant", a=srcs[0], o=ref))
+            elif prelu:  # max(x, 0) + slope * min(x, 0), in fp32 on ACC
+                neg = at(tmp_act, ref.shape)
+                step.computes += [Instr.make("vclamp", a=srcs[0], o=neg, min_f=-3.0e38, max_f=0.0),
+                                  binop("vmul", neg, srcs[1], neg),
+                                  Instr.make("vclamp", a=srcs[0], o=ref, min_f=0.0, max_f=3.0e38),
+                                  binop("vadd", ref, neg, ref)]
             elif desc.kind == "binary":
                 step.computes.append(binop("v" + desc.attrs["op"], srcs[0], srcs[1], ref))
             else:

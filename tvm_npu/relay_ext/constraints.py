@@ -13,6 +13,7 @@ from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import conv_geom
 from ..ir.plan import Refusal
 from ..options import CompileOptions
+from .layout import layout_dtypes, layout_params
 
 Constraint = Callable[[OpDesc, NPUConfig, CompileOptions], Optional[str]]
 FLOAT = ("float32", "float16")
@@ -112,7 +113,9 @@ def matmul_shapes(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = No
 
 
 def activation_supported(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
-    """Fused activations: relu, clip, sigmoid, tanh, gelu, gelu_tanh, silu, leaky relu with 0 <= alpha <= 1."""
+    """Fused activations: relu, clip, sigmoid, tanh, gelu, gelu_tanh, silu (also x * sigmoid(x)), hard
+    sigmoid / hard swish (clip(x + 3, 0, 6) / 6, the clamp also as maximum and minimum, the scale also
+    as * 1/6; constants checked), leaky relu with 0 <= alpha <= 1."""
     a = d.activation
     if a is None:
         return None
@@ -130,6 +133,17 @@ def broadcastable(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = No
         s = (1,) * (len(out) - len(t.shape)) + tuple(t.shape)
         if len(s) != len(out) or any(a not in (1, b) for a, b in zip(s, out)):
             return f"operand {list(t.shape)} does not broadcast to {list(out)}"
+    return None
+
+
+def prelu_slope(d: OpDesc, cfg: NPUConfig, opts: CompileOptions | None = None) -> str | None:
+    """PReLU (relax.nn.prelu): the slope is a constant with one value per channel of its axis, or one
+    value; it runs as max(x, 0) + slope * min(x, 0) in fp32 on ACC, the slope broadcast per channel."""
+    if d.attrs.get("op") != "prelu":
+        return None
+    slope = d.inputs[1]
+    if not slope.is_const:
+        return "the slope is not a constant"
     return None
 
 
@@ -182,12 +196,13 @@ BY_KIND: Dict[str, List[Constraint]] = {
     "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
                         tiles_fit],
     "matmul": COMMON + [matmul_shapes, bias_per_channel, activation_supported, tiles_fit],
-    "binary": COMMON + [broadcastable, tiles_fit],
+    "binary": COMMON + [broadcastable, prelu_slope, tiles_fit],
     "activation": COMMON + [activation_supported, tiles_fit],
     "pool": COMMON + [pool_params, tiles_fit],
     "softmax": COMMON + [softmax_last_axis, tiles_fit],
     "mean": COMMON + [mean_adjacent_axes, tiles_fit],
     "concat": COMMON + [tiles_fit],
+    "layout": [layout_dtypes, layout_params, tiles_fit],
 }
 
 

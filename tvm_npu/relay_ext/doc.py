@@ -17,14 +17,20 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "SUPPORTED_OPS.md"
 
 # Which Relax operators each kind of composite starts from (the patterns' roots).
 _ROOTS = {
-    "conv2d": ["relax.nn.conv2d (+ relax.add bias) (+ activation)"],
-    "matmul": ["relax.matmul (+ relax.add bias) (+ activation)"],
+    "conv2d": ["relax.nn.conv2d (+ relax.add bias) (+ activation, hard sigmoid / swish, x * sigmoid(x))"],
+    "matmul": ["relax.matmul (+ relax.add bias) (+ activation, hard sigmoid / swish, x * sigmoid(x))"],
     "binary": sorted(BINARY) + ["relax.divide (by a constant)"],
-    "activation": sorted(ACTIVATIONS),
+    "activation": sorted(ACTIVATIONS) + ["relax.sigmoid -> relax.multiply (x * sigmoid(x), either order)",
+                                         ("relax.add (x + 3) -> relax.clip(0, 6) or relax.maximum(0) and relax.minimum(6) "
+                                          "-> relax.divide (6) or relax.multiply (1/6) (-> relax.multiply by x, before or "
+                                          "after the scale)")],
+    "prelu": ["relax.nn.prelu (slope per channel along its axis)"],
     "pool": ["relax.nn.max_pool2d", "relax.nn.avg_pool2d"],
     "softmax": ["relax.nn.softmax"],
     "mean": ["relax.mean"],
     "concat": ["relax.concat"],
+    "layout": ["relax.reshape", "relax.squeeze", "relax.expand_dims", "relax.permute_dims",
+               "relax.strided_slice (positive steps; ONNX Split parts become strided slices)"],
     "integer conv2d": ["relax.dequantize -> relax.nn.conv2d (dequantized int8 weights) (+ relax.add of a "
                        "dequantized int32 bias) -> relax.quantize (+ relax.clip)"],
     "integer matmul": ["relax.dequantize -> relax.matmul (dequantized int8 weights) (+ bias) -> relax.quantize "

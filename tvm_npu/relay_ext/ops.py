@@ -75,17 +75,63 @@ def ints(xs: Sequence[Any]) -> Tuple[int, ...]:
 
 
 def hard_activation(ann: Mapping[str, relax.Expr]) -> Activation:
-    """hard_sigmoid / hard_swish from the annotated add, clip and divide, checking their constants."""
-    add, clip, div = ann["hs_add"], ann["hs_clip"], ann["hs_div"]
-    three, six = _const_operand(add), _const_operand(div)
-    lo, hi = scalar(clip.args[1]), scalar(clip.args[2])
-    if (three, lo, hi, six) != (3.0, 0.0, 6.0, 6.0):
-        raise Unsupported(f"not a hard sigmoid: clip(x + {three}, {lo}, {hi}) / {six}")
-    return Activation("hard_swish" if ann["act"].op.name == "relax.multiply" else "hard_sigmoid")
+    """hard_sigmoid / hard_swish from the annotated add (x + 3), clamp (relax.clip(., 0, 6), or
+    relax.maximum(., 0) and relax.minimum(., 6) in either order) and scale (a division by 6 or a
+    multiplication by 1/6, before or after the product with x), checking every constant."""
+    three = _const_arg(ann["hs_add"])
+    lo, hi = _clamp_bounds(ann)
+    scale = ann.get("hs_div", ann.get("hs_div_b"))
+    if scale.op.name == "relax.divide":
+        six = scalar(scale.args[1])
+        ok_scale, what = six == 6.0, f"/ {six}"
+    else:
+        sixth = _const_arg(scale)
+        ok_scale, what = np.float32(sixth) == np.float32(1 / 6), f"* {sixth!r}"
+    if (three, lo, hi) != (3.0, 0.0, 6.0) or not ok_scale:
+        raise Unsupported(f"not a hard sigmoid: clip(x + {three}, {lo}, {hi}) {what}")
+    return Activation("hard_swish" if ("hs_mul" in ann or "hs_mul_b" in ann) else "hard_sigmoid")
 
 
-def _const_operand(call: relax.Call) -> float:
-    return scalar(call.args[1])
+def _const_arg(call: relax.Call) -> float:
+    """The scalar constant operand of a binary call (either side; exactly one is a constant)."""
+    consts = [a for a in call.args[:2] if isinstance(a, Constant)]
+    if len(consts) != 1:
+        raise Unsupported(f"{call.op.name} without exactly one constant operand")
+    return scalar(consts[0])
+
+
+def _clamp_bounds(ann: Mapping[str, relax.Expr]) -> tuple[float, float]:
+    """(lo, hi) of the annotated clamp: a relax.clip, or a maximum and a minimum by constants."""
+    clip = ann["hs_clip"]
+    if clip.op.name == "relax.clip":
+        return scalar(clip.args[1]), scalar(clip.args[2])
+    pair = {clip.op.name: clip, ann["hs_inner"].op.name: ann["hs_inner"]}
+    if set(pair) != {"relax.maximum", "relax.minimum"}:
+        raise Unsupported(f"not a clamp: {' of '.join(pair)}")
+    return _const_arg(pair["relax.maximum"]), _const_arg(pair["relax.minimum"])
+
+
+def hard_sources(ann: Mapping[str, relax.Expr]) -> list[str]:
+    """The Relax operators a hard sigmoid / swish match covers, in dataflow order."""
+    clamp = [ann["hs_inner"].op.name, ann["hs_clip"].op.name] if "hs_inner" in ann else ["relax.clip"]
+    if "hs_mul_b" in ann:  # x * clamp, then the scale
+        return ["relax.add"] + clamp + ["relax.multiply", ann["hs_div_b"].op.name]
+    return ["relax.add"] + clamp + [ann["hs_div"].op.name] + (["relax.multiply"] if "hs_mul" in ann else [])
+
+
+def prelu_slope(x: relax.Expr, alpha: relax.Expr, axis: int) -> TensorDesc:
+    """The slope of relax.nn.prelu as a constant that broadcasts to x: one value per index of `axis`
+    (shape [C, 1, ...] up to x's last dimension), or a single value."""
+    t = tensor_desc(alpha)
+    if not t.is_const:
+        raise Unsupported("the PReLU slope is not a constant")
+    rank = len(static_shape(x))
+    axis = axis % rank
+    n = int(np.prod(t.shape)) if t.shape else 1
+    if n == 1:
+        return TensorDesc((1,), t.dtype, t.const.reshape((1,)))
+    shape = (n,) + (1,) * (rank - 1 - axis)
+    return TensorDesc(shape, t.dtype, t.const.reshape(shape))
 
 
 def activation_of(call: relax.Call) -> Activation:
@@ -103,20 +149,27 @@ def describe_float(spec, ann: Mapping[str, relax.Expr]) -> OpDesc:
     root: relax.Call = ann["root"]
     op = root.op.name
     hard = "hs_add" in ann
+    swish = "swish_sig" in ann  # x * sigmoid(x), either operand order
     if hard:
         act = hard_activation(ann)
+    elif swish:
+        act = Activation("silu")
     else:
         act = activation_of(ann["act"]) if "act" in ann else None
     top = ann.get("act", ann.get("bias_add", root))
     sources = [op] + (["relax.add"] if "bias_add" in ann else [])
     if hard:
-        sources += ["relax.add", "relax.clip", "relax.divide"] + (["relax.multiply"] if act.kind == "hard_swish" else [])
+        sources += hard_sources(ann)
+    elif swish:
+        sources += ["relax.sigmoid", "relax.multiply"]
     elif "act" in ann:
         sources.append(ann["act"].op.name)
     out = tensor_desc(top)
-    if hard and root.same_as(ann["hs_add"]):  # a standalone hard sigmoid / swish: the root is its add
-        return with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, act, sources),
-                           [root.args[0]])
+    if hard and root.same_as(ann["hs_add"]) or swish and root.same_as(ann["swish_sig"]):
+        # a standalone hard sigmoid / swish / x * sigmoid(x): the root is its first operator
+        sources = sources[1:]
+        x = ann["input"]
+        return with_exprs(OpDesc(composite, "activation", [tensor_desc(x)], out, {}, act, sources), [x])
     if op == "relax.nn.conv2d":
         a = root.attrs
         exprs = [root.args[0], root.args[1]] + ([ann["bias"]] if "bias" in ann else [])
@@ -142,6 +195,11 @@ def describe_float(spec, ann: Mapping[str, relax.Expr]) -> OpDesc:
         rhs = TensorDesc(rhs.shape, rhs.dtype, (1.0 / rhs.const.astype(np.float64)).astype(rhs.const.dtype))
         return with_exprs(OpDesc(composite, "binary", [tensor_desc(root.args[0]), rhs], out, {"op": "mul"}, None,
                                   sources), list(root.args[:2]))
+    if op == "relax.nn.prelu":  # max(x, 0) + slope * min(x, 0) on the vector unit, the slope per channel
+        x = root.args[0]
+        slope = prelu_slope(x, root.args[1], int(root.attrs.axis))
+        return with_exprs(OpDesc(composite, "binary", [tensor_desc(x), slope], out, {"op": "prelu"}, None, sources),
+                           [x, root.args[1]])
     if op in ACTIVATIONS:
         return with_exprs(OpDesc(composite, "activation", [tensor_desc(root.args[0])], out, {}, activation_of(root),
                                   sources), [root.args[0]])

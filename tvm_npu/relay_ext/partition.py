@@ -21,7 +21,7 @@ from .codegen import CODEGEN_ARTIFACTS_KEY, CODEGEN_CONFIG_KEY
 from .fold import FoldWithNumpy
 from .ops import Constant
 from .lut import LUT_ATTR, FoldQuantizedLUTs, SplitSharedDequantize
-from .rewrites import ElementwiseTIRToRelax
+from .rewrites import ElementwiseTIRToRelax, FoldPadIntoConv, SplitToSlices
 
 
 def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
@@ -43,9 +43,11 @@ def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:
     """Inference simplifications before matching: batch norms folded into the preceding convolution
-    (or decomposed into a scale and shift)."""
+    (or decomposed into a scale and shift), splits into slices, zero pads into convolutions."""
     return tvm.transform.Sequential([
         ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
+        SplitToSlices(),  # each part of a split one strided slice (a layout operator the NPU runs)
+        FoldPadIntoConv(),  # zero pads become the convolution's DMA halo
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         SplitSharedDequantize,  # one dequantize per consumer: self-contained quantised regions
@@ -162,22 +164,40 @@ def function_roots(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, L
     return out
 
 
+def call_sites(mod: tvm.IRModule) -> Dict[str, int]:
+    """symbol -> how many times main calls the NPU function (structurally identical regions are one
+    function called at each of their places)."""
+    name_of = {gv: str(fn.attrs["global_symbol"]) for gv, fn in mod.functions.items()
+               if isinstance(fn, relax.Function) and fn.attrs is not None and fn.attrs.get("Codegen") == "npu"}
+    sites: Dict[str, int] = {}
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.GlobalVar) and v.op in name_of:
+                sites[name_of[v.op]] = sites.get(name_of[v.op], 0) + 1
+    return sites
+
+
 def _covered(fused: tvm.IRModule, state: pt.PartitionState) -> Dict[str, List[tuple]]:
+    """symbol -> [(main Var, pattern, root)] of every place the function is called (in order: the first
+    place's composites first)."""
     # accepted matches by (pattern, size), in the order the checks saw them; each is used once
     pending: Dict[tuple, List[tuple]] = {}
     for (gname, group), root in zip(state.groups, state.roots):
         pending.setdefault((gname, len(group)), []).append((group, root))
+    sites = call_sites(fused)
     used, out = set(), {}
     for symbol, fn in _npu_functions(fused):
         covered = []
-        for name, calls in _composites(fn):
-            queue = pending.get((name, calls), [])
-            for i, (group, root) in enumerate(queue):
-                if not used.intersection(group):
-                    used.update(group)
-                    covered += [(v, name, root) for v in group]
-                    del queue[:i + 1]  # earlier entries overlap a used match: never usable again
-                    break
+        for _ in range(max(1, sites.get(symbol, 1))):
+            for name, calls in _composites(fn):
+                queue = pending.get((name, calls), [])
+                for i, (group, root) in enumerate(queue):
+                    if not used.intersection(group):
+                        used.update(group)
+                        covered += [(v, name, root) for v in group]
+                        del queue[:i + 1]  # earlier entries overlap a used match: never usable again
+                        break
         out[symbol] = covered
     return out
 

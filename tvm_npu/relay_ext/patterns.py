@@ -1,6 +1,6 @@
 """The `npu.*` pattern table, registered with TVM's pattern registry.
 
-Naming contract: the pattern name (`npu.<op>[_bias][_act|_hard_swish|_hard_sigmoid]`) is the composite
+Naming contract: the pattern name (`npu.<op>[_bias][_act|_hard_swish|_hard_sigmoid|_swish]`) is the composite
 name; everything later stages need to know about it is data in its `OpSpec` (tvm_npu/ir/registry.py:
 lowering family, integer or float, quantised region, docs row), so no code parses a name. Roles of matched expressions are
 annotated ("root", "input", "weight", "bias", "bias_add", "act") and read by the spec's `describe` (relay_ext/ops.py, qpatterns.py), the
@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.backend.utils import has_leaking_intermediate_variables
-from tvm.relax.dpl import is_op, wildcard
+from tvm.relax.dpl import is_const, is_op, wildcard
 
 from ..config import NPUConfig
 from ..ir import registry
@@ -28,6 +28,7 @@ from ..ir.registry import OpSpec
 from ..options import CompileOptions
 from . import constraints
 from .ops import ACTIVATIONS, BINARY, describe_float
+from .layout import table as layout_table
 from .qpatterns import table as quant_table
 
 PREFIX = "npu"
@@ -69,17 +70,41 @@ def _act(x):
     return pat
 
 
+def _commuted(op: str, a, b):
+    """op(a, b) | op(b, a): a commutative binary in either operand order."""
+    return is_op(op)(a, b) | is_op(op)(b, a)
+
+
 def _hard(x, swish: bool):
     """hard_sigmoid(x) = clip(x + 3, 0, 6) / 6 and hard_swish(x) = x * hard_sigmoid(x), as TVM's
-    frontends decompose them; the constants are verified by ops.hard_activation, not assumed."""
-    plus = is_op("relax.add")(x, wildcard())
-    clip = is_op("relax.clip")(plus, wildcard(), wildcard())
-    div = is_op("relax.divide")(clip, wildcard())
-    ann = {"hs_add": plus, "hs_clip": clip, "hs_div": div}
+    frontends decompose them: the clamp as relax.clip or as maximum(., 0) and minimum(., 6) in either
+    order (ONNX Clip with bound inputs, PyTorch's relu6), the scale as a division by 6 or a
+    multiplication by 1/6, and for hard_swish the product with x before or after the scale
+    (x * relu6(x + 3) / 6). The constants are verified by ops.hard_activation, not assumed."""
+    plus = _commuted("relax.add", x, is_const())
+    inner = is_op("relax.maximum")(plus, is_const()) | is_op("relax.minimum")(plus, is_const())
+    clip = (is_op("relax.clip")(plus, wildcard(), wildcard()) | is_op("relax.minimum")(inner, is_const())
+            | is_op("relax.maximum")(inner, is_const()))
+
+    def scaled(t):
+        return is_op("relax.divide")(t, is_const()) | _commuted("relax.multiply", t, is_const())
+
+    div = scaled(clip)
+    ann = {"hs_add": plus, "hs_clip": clip, "hs_inner": inner, "hs_div": div}
     if not swish:
         return div, ann
-    mul = is_op("relax.multiply")(x, div) | is_op("relax.multiply")(div, x)
-    return mul, ann
+    mul = _commuted("relax.multiply", x, div)  # x * (clamp / 6)
+    prod = _commuted("relax.multiply", x, clip)  # (x * clamp) / 6
+    after = scaled(prod)
+    ann.update(hs_mul=mul, hs_mul_b=prod, hs_div_b=after)
+    return mul | after, ann
+
+
+def _swish(x):
+    """x * sigmoid(x) (SiLU / Swish as ONNX exports it), either operand order; the sigmoid and the
+    product are both inside the match, so x feeds nothing else of it."""
+    sig = is_op("relax.sigmoid")(x)
+    return _commuted("relax.multiply", x, sig), {"swish_sig": sig}
 
 
 def _mac(op: str, bias: bool, act: str):
@@ -96,6 +121,9 @@ def _mac(op: str, bias: bool, act: str):
         ann["act"] = out
     elif act in ("hard_swish", "hard_sigmoid"):
         out, extra = _hard(out, act == "hard_swish")
+        ann.update(extra, act=out)
+    elif act == "swish":
+        out, extra = _swish(out)
         ann.update(extra, act=out)
     return out, ann
 
@@ -172,12 +200,19 @@ def table() -> List[OpSpec]:
         root, ann = _hard(x, swish)
         table.append(_float(f"{PREFIX}.{'hard_swish' if swish else 'hard_sigmoid'}", root,
                             dict(ann, root=ann["hs_add"], act=root, input=x), "activation"))
+    x = wildcard()
+    root, ann = _swish(x)
+    table.append(_float(f"{PREFIX}.swish", root, dict(ann, root=ann["swish_sig"], act=root, input=x), "activation"))
+    x, slope = wildcard(), wildcard()
+    root = is_op("relax.nn.prelu")(x, slope)
+    table.append(OpSpec(f"{PREFIX}.prelu", "binary", "prelu", root, {"root": root, "input": x, "slope": slope},
+                        describe_float))
     for op, short in (("relax.matmul", "matmul"), ("relax.nn.conv2d", "conv2d")):
         for bias in (False, True):
-            for act in ("", "act", "hard_sigmoid", "hard_swish"):
+            for act in ("", "act", "hard_sigmoid", "hard_swish", "swish"):
                 suffix = ("_bias" if bias else "") + (f"_{act}" if act else "")
                 table.append(_float(f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act), short))
-    return table + quant_table()
+    return table + layout_table(PREFIX) + quant_table()
 
 
 def register() -> None:

@@ -103,3 +103,117 @@ def _rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     # the replaced PrimFuncs stay in the module (harmless): removing "unused" functions here would
     # also drop ones referenced in ways the pass cannot see (e.g. shape functions)
     return rewriter.builder_.get() if changed else mod
+
+
+# ---- split -> strided slices ----------------------------------------------------------------------
+
+_SPLIT = tvm.ir.Op.get("relax.split")
+
+
+def _static_dims(ty):
+    try:
+        return [int(v.value) for v in ty.shape.values]
+    except (AttributeError, TypeError):
+        return None
+
+
+@mutator
+class _SplitRewriter(PyExprMutator):
+    """Each `split(x)[i]` becomes `strided_slice(x, [axis], [begin_i], [end_i])` (boundaries read off
+    the split's static output shapes), so every part is one operator a pattern can match; the split
+    itself is left unused and removed."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+
+    def visit_tuple_getitem_(self, op):
+        tup = op.tuple_value
+        call = self.lookup_binding(tup) if isinstance(tup, relax.Var) else None
+        if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.same_as(_SPLIT)):
+            return super().visit_tuple_getitem_(op)
+        fields = getattr(call.ty, "fields", None)
+        x = call.args[0]
+        xdims = _static_dims(x.ty)
+        parts = [_static_dims(f) for f in fields] if fields is not None else None
+        if xdims is None or parts is None or any(p is None for p in parts):
+            return super().visit_tuple_getitem_(op)
+        axis = int(call.attrs.axis) % len(xdims)
+        begin = sum(p[axis] for p in parts[:op.index])
+        end = begin + parts[op.index][axis]
+        self.changed = True
+        return relax.op.strided_slice(self.visit_expr(x), axes=[axis], begin=[begin], end=[end])
+
+
+def SplitToSlices() -> tvm.transform.Pass:
+    """Rewrites the parts of static splits into strided slices (layout operators the NPU runs)."""
+    return tvm.transform.module_pass(_split_to_slices, opt_level=0, name="tvm_npu.SplitToSlices")
+
+
+def _split_to_slices(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    rewriter = _SplitRewriter(mod)
+    for gv, fn in list(mod.functions.items()):
+        if isinstance(fn, relax.Function):
+            new = rewriter.visit_expr(fn)
+            if not new.same_as(fn):
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
+    return rewriter.builder_.get() if rewriter.changed else mod
+
+
+# ---- a zero pad folded into the convolution that reads it ------------------------------------------
+
+_PAD = tvm.ir.Op.get("relax.nn.pad")
+_CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
+_SPATIAL = {"NCHW": (2, 3), "NHWC": (1, 2)}
+
+
+@mutator
+class _PadConvRewriter(PyExprMutator):
+    """`conv2d(pad(x, constant 0 on the spatial axes), w, padding=p)` becomes `conv2d(x, w, padding=p + pad)`:
+    the convolution's DMA writes the halo (the NPU loads padded tiles for free) instead of a pad
+    operator copying the whole tensor. Other users of the pad keep it."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(_CONV2D)):
+            return call
+        data = call.args[0]
+        pad = self.lookup_binding(data) if isinstance(data, relax.Var) else None
+        if not (isinstance(pad, relax.Call) and isinstance(pad.op, tvm.ir.Op) and pad.op.same_as(_PAD)):
+            return call
+        a, pa = call.attrs, pad.attrs
+        layout = str(a.data_layout)
+        if layout not in _SPATIAL or str(pa.pad_mode) != "constant" or float(pa.pad_value) != 0.0:
+            return call
+        if not str(getattr(pad.ty, "dtype", "")).startswith("float"):
+            return call  # integer data: the halo would have to be the zero point
+        pw = [int(v) for v in pa.pad_width]
+        h, w = _SPATIAL[layout]
+        if any(pw[2 * d] or pw[2 * d + 1] for d in range(len(pw) // 2) if d not in (h, w)) or min(pw) < 0:
+            return call
+        top, left, bottom, right = (int(v) for v in a.padding)
+        padding = (top + pw[2 * h], left + pw[2 * w], bottom + pw[2 * h + 1], right + pw[2 * w + 1])
+        self.changed = True
+        return relax.op.nn.conv2d(pad.args[0], call.args[1], strides=a.strides, padding=padding,
+                                  dilation=a.dilation, groups=int(a.groups), data_layout=layout,
+                                  kernel_layout=str(a.kernel_layout), out_layout=str(a.out_layout),
+                                  out_dtype=str(a.out_dtype) if a.out_dtype is not None else None)
+
+
+def FoldPadIntoConv() -> tvm.transform.Pass:
+    """Folds zero pads on the spatial axes into the padding of the convolutions that read them."""
+    return tvm.transform.module_pass(_fold_pad, opt_level=0, name="tvm_npu.FoldPadIntoConv")
+
+
+def _fold_pad(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    rewriter = _PadConvRewriter(mod)
+    for gv, fn in list(mod.functions.items()):
+        if isinstance(fn, relax.Function):
+            new = rewriter.visit_expr(fn)
+            if not new.same_as(fn):
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
+    return rewriter.builder_.get() if rewriter.changed else mod

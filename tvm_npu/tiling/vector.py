@@ -35,9 +35,13 @@ def _elementwise_rows(desc: OpDesc, dtypes: Sequence[DType], double_buffer: bool
         raise Unsupported(f"{desc.kind} cannot read a float32 operand")
     row = sram_bytes((1, 1, 1, shape4[3]), F16)
     row32 = sram_bytes((1, 1, 1, shape4[3]), F32)
-    n_act = sum(not c for c in consts) + 1 + (1 if desc.activation and desc.activation.kind == "silu" else 0)
+    # the inputs, the output, and the activation's temporary (x * sigmoid(x), hard swish, leaky relu)
+    n_act = sum(not c for c in consts) + 1 + (1 if desc.activation and desc.activation.temporary else 0)
     slots = 2 if double_buffer else 1
-    return row * n_act * slots, (row32 * (len(dtypes) + 1) * slots if wide else 0)
+    # PReLU: its slope is one of the operands (a per-channel constant in ACC, counted as a whole row),
+    # and slope * min(x, 0) needs one fp32 temporary row besides
+    tmp32 = row32 if desc.kind == "binary" and desc.attrs.get("op") == "prelu" else 0
+    return row * n_act * slots, (row32 * (len(dtypes) + 1) * slots + tmp32 if wide else 0)
 
 
 def elementwise_needs(desc: OpDesc, plan: RowPlan, dtypes: Sequence[DType]) -> Dict[Space, int]:

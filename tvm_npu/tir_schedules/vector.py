@@ -37,7 +37,9 @@ def table_param(k: int = None) -> str:
     return "T" if k is None else f"T{k}"
 
 _OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-        "max": tirx.max, "min": tirx.min}
+        "max": tirx.max, "min": tirx.min,
+        # PReLU, b the slope (broadcast per channel): max(a, 0) + b * min(a, 0)
+        "prelu": lambda a, b: tirx.max(a, tirx.const(0, a.dtype)) + b * tirx.min(a, tirx.const(0, a.dtype))}
 _CACHE: Dict[tuple, object] = {}
 
 
