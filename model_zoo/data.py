@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .fetch import WheelFile, fetch, platform_wheel
+from .fetch import WheelFile, WheelTree, fetch, fetch_tree, platform_wheel
 
 GRACE_HOPPER = WheelFile("matplotlib", "3.11.2", "matplotlib/mpl-data/sample_data/grace_hopper.jpg",
                          "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
@@ -92,6 +92,107 @@ def letterbox(img: np.ndarray, h: int, w: int, fill: int = 0, center: bool = Tru
 def rotate90(img: np.ndarray, degrees: int) -> np.ndarray:
     """Rotates counter-clockwise by a multiple of 90 degrees."""
     return np.ascontiguousarray(np.rot90(img, k=(degrees // 90) % 4))
+
+
+def render_text_line(text: str, size: int = 36, margin: int = 6) -> np.ndarray:
+    """`text` drawn black on white with Pillow's bundled font (`ImageFont.load_default(size)`, a
+    FreeType font shipped inside Pillow, so the pixels depend on the Pillow version only): a text
+    line whose ground truth is known, uint8 RGB, `margin` pixels of paper around the ink."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=size)
+    x0, y0, x1, y1 = font.getbbox(text)
+    img = Image.new("RGB", (x1 - x0 + 2 * margin, y1 - y0 + 2 * margin), (255, 255, 255))
+    ImageDraw.Draw(img).text((margin - x0, margin - y0), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+_PARAGRAPH = ("The compiler partitions each graph into regions that the accelerator runs and regions "
+              "that stay on the host processor. Every placement carries its reason, and the emulator counts "
+              "the cycles of each layer so that the schedule can be compared with the roofline bound.")
+
+
+def _wrap(draw, text: str, font, width: int) -> List[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        trial = f"{cur} {word}".strip()
+        if draw.textlength(trial, font=font) <= width or not cur:
+            cur = trial
+        else:
+            lines.append(cur)
+            cur = word
+    return lines + [cur] if cur else lines
+
+
+def render_document_page(h: int = 800, w: int = 608) -> np.ndarray:
+    """A deterministic document page drawn with Pillow's bundled font: a title, two paragraphs, a
+    captioned table with ruled cells and a footer (uint8 RGB, h x w). Layout detectors expect such
+    pages; scikit-image's `page` is a single scanned paragraph."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    title, body, small = (ImageFont.load_default(size=s) for s in (30, 14, 12))
+    m = 48
+    d.text((m, 50), "Compiling Networks for an NPU", fill=(0, 0, 0), font=title)
+    y = 110
+    for _ in range(2):
+        for line in _wrap(d, _PARAGRAPH, body, w - 2 * m):
+            d.text((m, y), line, fill=(0, 0, 0), font=body)
+            y += 20
+        y += 16
+    d.text((m, y), "Table 1: Emulated cycles per model", fill=(0, 0, 0), font=small)
+    y += 24
+    rows = [("model", "operators", "cycles", "share"), ("orientation", "193", "3637204", "98%"),
+            ("face", "127", "743783", "74%"), ("text det", "429", "40944664", "87%"), ("text cls", "271", "1436483", "85%")]
+    cw = (w - 2 * m) // 4
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            x0, y0 = m + c * cw, y + r * 28
+            d.rectangle((x0, y0, x0 + cw, y0 + 28), outline=(0, 0, 0))
+            d.text((x0 + 8, y0 + 7), cell, fill=(0, 0, 0), font=body)
+    y += 28 * len(rows) + 30
+    for line in _wrap(d, _PARAGRAPH, body, w - 2 * m):
+        d.text((m, y), line, fill=(0, 0, 0), font=body)
+        y += 20
+    d.text((w // 2 - 10, h - 40), "- 3 -", fill=(0, 0, 0), font=small)
+    return np.asarray(img)
+
+
+# ---- speech (espeak-ng from a wheel) -------------------------------------------------------------
+
+# espeak-ng 1.52 as shipped by the espeakng-loader wheel (a shared library and its voice data, no Python
+# code needed): fetched and extracted like the model files, never installed, driven through ctypes.
+ESPEAK = WheelTree("espeakng-loader", "0.2.4", "espeakng_loader/",
+                   "08721baf27d13d461f6be6eed9a65277e70d68234ff484fd8b9897b222cdcb6d",
+                   platform_wheel("manylinux_2_17_x86_64"))
+
+
+def speech(text: str, seconds: float, rate: int = 16000, progress: bool = True) -> np.ndarray:
+    """`text` spoken by espeak-ng (voice en-us; one process per utterance, model_zoo/espeak.py),
+    resampled to `rate` and placed at the end of `seconds` of silence (a streaming detector's view just
+    after the word), as float32 holding int16 values."""
+    import struct
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scipy.signal import resample_poly
+
+    root = fetch_tree(ESPEAK, progress=progress)
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("espeak.py")), str(root), text],
+                          capture_output=True)
+    if proc.returncode != 0 or len(proc.stdout) < 4:
+        raise RuntimeError(f"espeak-ng failed on {text!r}: {proc.stderr.decode(errors='replace').strip()[-500:]}")
+    sr = struct.unpack("<i", proc.stdout[:4])[0]
+    wav = np.frombuffer(proc.stdout[4:], dtype="<i2").astype(np.float64)
+    g = np.gcd(rate, sr)
+    wav = resample_poly(wav, rate // g, sr // g)
+    n = int(round(rate * seconds))
+    out = np.zeros(n)
+    wav = wav[-n:]
+    out[n - len(wav):] = wav
+    return np.clip(np.round(out), -32768, 32767).astype(np.float32)
 
 
 # ---- per-model preprocessing ----------------------------------------------------------------

