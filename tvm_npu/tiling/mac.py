@@ -71,11 +71,8 @@ def needs(desc: OpDesc, plan: MacPlan, config: NPUConfig) -> Dict[Space, int]:
     return matmul_needs(matmul_geom(desc)[1], plan, bias, tmp, quant)
 
 
-def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True,
-               orders: Iterable[str] = (WEIGHTS_RESIDENT,)) -> Iterable[MacPlan]:
-    """Every legal plan (the search space) with one of `orders`, largest depth first, then widest,
-    then tallest (the default plan considers the weights-resident order only)."""
-    orders = [o for o in orders if o == WEIGHTS_RESIDENT or desc.kind == "matmul" or conv_geom(desc).groups == 1]
+def _axes(desc: OpDesc, config: NPUConfig):
+    """(depth, cols, rows) candidate lists of the plan space, each largest first."""
     if desc.kind == "conv2d":
         g = conv_geom(desc)
         if g.depthwise:
@@ -88,10 +85,17 @@ def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True,
         else:
             col_cands = _mults(g.cout, config.mac_cols)
             depth_cands = _mults(g.cin, 16, small=True)
-        row_cands = _rows_candidates(g.oh)
-    else:
-        rows, k, n = matmul_geom(desc)
-        depth_cands, col_cands, row_cands = _mults(k, 16, small=True), _mults(n, config.mac_cols), _rows_candidates(rows)
+        return depth_cands, col_cands, _rows_candidates(g.oh)
+    rows, k, n = matmul_geom(desc)
+    return _mults(k, 16, small=True), _mults(n, config.mac_cols), _rows_candidates(rows)
+
+
+def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool = True,
+               orders: Iterable[str] = (WEIGHTS_RESIDENT,)) -> Iterable[MacPlan]:
+    """Every legal plan (the search space) with one of `orders`, largest depth first, then widest,
+    then tallest (the default plan considers the weights-resident order only)."""
+    orders = [o for o in orders if o == WEIGHTS_RESIDENT or desc.kind == "matmul" or conv_geom(desc).groups == 1]
+    depth_cands, col_cands, row_cands = _axes(desc, config)
     for order in orders:
         for depth in depth_cands:
             for cols in col_cands:
@@ -132,19 +136,21 @@ def default(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> MacP
         score = lambda p: (p.depth, p.rows * p.cols * ow, p.cols)  # noqa: E731
     else:
         score = lambda p: (p.depth, p.rows * p.cols, p.cols)  # noqa: E731
-    groups: Dict[tuple, List[MacPlan]] = {}
-    for p in candidates(desc, config, double_buffer):
-        groups.setdefault((p.depth, p.cols), []).append(p)
+    # walks candidates() in its order without building it: per (depth, cols) the first (tallest) rows
+    # that fit; stops at the first depth that fits
+    depth_cands, col_cands, row_cands = _axes(desc, config)
     best, smallest = None, None
-    for (depth, _), plans in groups.items():
+    for depth in depth_cands:
         if best is not None and depth < best.depth:
             break
-        for plan in plans:
-            smallest = needs(desc, plan, config)
-            if over_budget(config, smallest) is None:
-                if best is None or score(plan) > score(best):
-                    best = plan
-                break
+        for cols in col_cands:
+            for rows in row_cands:
+                plan = MacPlan(rows, cols, depth, double_buffer, WEIGHTS_RESIDENT)
+                smallest = needs(desc, plan, config)
+                if over_budget(config, smallest) is None:
+                    if best is None or score(plan) > score(best):
+                        best = plan
+                    break
     if best is None:
         raise Unsupported(f"no {desc.kind} tile fits the SRAMs ({over_budget(config, smallest)} for the smallest tile)")
     return best
