@@ -158,3 +158,18 @@ def test_compile_flags_become_compile_options(tmp_path, monkeypatch, capsys):
     assert seen[1] == {"should_run": False, "double_buffer": False,
                        "plan_overrides": tvm_npu.options.load_plan_overrides(plan)}
     assert len(seen[1]["plan_overrides"]) == 1
+
+
+def test_explain_groups_reasons_by_default_and_lists_operators_with_verbose(tmp_path, capsys):
+    """The report is summary-first: one line per distinct reason an operator stayed on the CPU, with
+    its count and the operators it covers; --verbose gives one line per operator."""
+    path = str(tmp_path / "m.onnx")
+    _model(path)
+    assert main(["explain", path, "--shape", "x=1,3,16,16", "--force-offload"]) == 0
+    short = capsys.readouterr().out
+    assert main(["explain", path, "--shape", "x=1,3,16,16", "--force-offload", "--verbose"]) == 0
+    long = capsys.readouterr().out
+    ops = [line for line in long.splitlines() if " = relax." in line]
+    assert len(ops) == 3, long  # conv2d, relu, exp: one line each
+    assert not any(" = relax." in line for line in short.splitlines()), short
+    assert short.splitlines()[0] == long.splitlines()[0]  # the same header

@@ -214,14 +214,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if report is None:
         print("not an NPU target: nothing was partitioned")
         return 0
-    print(report.to_json() if args.json else report.summary())
+    print(report.to_json() if args.json else report.summary(verbose=args.verbose))
     return 0
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     ex, report, seconds = _build(*_prepare(args))
     if report is not None:
-        print(report.summary())
+        print(report.summary(verbose=args.verbose))
     ex.export_library(args.output)
     print(f"compiled in {seconds:.2f} s -> {args.output}")
     if args.report and report is not None:
@@ -239,7 +239,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     feeds = _feeds(args, loaded)
     ex, report, seconds = _build(loaded, target, options)
     if report is not None:
-        print(report.summary())
+        print(report.summary(verbose=getattr(args, 'verbose', False)))
         print(f"compiled in {seconds:.2f} s")
     vm = relax.VirtualMachine(ex, tvm.cpu())
     enable_trace(vm.module)
@@ -291,7 +291,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
                            force_offload=args.force_offload, quick=not args.all_inputs, log=print)
     report = last_report()
     if report is not None:
-        print(report.summary())
+        print(report.summary(verbose=getattr(args, 'verbose', False)))
     if result.status == "error":  # nothing compiled to profile: the error says why
         print(result.summary())
         return 1
@@ -324,6 +324,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an .onnx, .tflite or .pt2 (torch.export.save) file")
     p.add_argument("--target", default="npu", help="npu, npu-nano, npu-edge, npu-pro, a config JSON file, or llvm")
     p.add_argument("--shape", action="append", help="NAME=D1,D2,... for inputs with dynamic dims")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="the partitioning report with one line per operator (default: one line per reason an "
+                        "operator stayed on the CPU, with its count and the operators it covers)")
     _compile_flags(p)
 
 
