@@ -121,3 +121,34 @@ def test_relay_from_pytorch_uses_the_one_loader(monkeypatch):
     monkeypatch.setattr(importer, "load", spy)
     relay.frontend.from_pytorch(torch.nn.Conv2d(3, 4, 1).eval(), [("x", (1, 3, 8, 8))])
     assert calls == ["ExportedProgram"]
+
+
+def test_dynamic_dims_fixed_by_shapes_get_their_shape_computations_folded(tmp_path):
+    """Fixed-shape preparation: an ONNX model whose dynamic batch feeds a Shape -> Gather -> Concat ->
+    Reshape chain is slimmed automatically once --shape fixes the dim (TVM 0.27 cannot follow some such
+    chains), and computes what onnxruntime computes; slim=False keeps the graph as it is."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import tvm
+    from onnx import TensorProto, helper, numpy_helper
+    from tvm import relax
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["nu"]), helper.make_node("Concat", ["nu", "m1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array(0, np.int64), "i0"),
+                           numpy_helper.from_array(np.array([0], np.int64), "ax"),
+                           numpy_helper.from_array(np.array([-1], np.int64), "m1")])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    auto = importer.load(str(path), {"x": (2, 4, 6)})
+    assert "Shape" not in [n.op_type for n in auto.model.graph.node]
+    plain = importer.load(str(path), {"x": (2, 4, 6)}, slim=False)
+    assert "Shape" in [n.op_type for n in plain.model.graph.node]
+    x = np.random.default_rng(0).standard_normal((2, 4, 6)).astype(np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = relax.VirtualMachine(tvm.compile(auto.mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6)

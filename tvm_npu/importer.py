@@ -81,7 +81,7 @@ class LoadedModel:
 
 
 def load(source, shapes: Optional[Mapping[str, Sequence[int]]] = None, *, format: Optional[str] = None,
-         dtypes: Optional[Mapping[str, str]] = None, slim: bool = False, static: bool = True,
+         dtypes: Optional[Mapping[str, str]] = None, slim: Optional[bool] = None, static: bool = True,
          strict_shapes: bool = True, keep_params_in_input: bool = False, sanitize_input_names: bool = True,
          opset: Optional[int] = None, op_converter=None) -> LoadedModel:
     """Imports a model into Relax.
@@ -91,7 +91,9 @@ def load(source, shapes: Optional[Mapping[str, Sequence[int]]] = None, *, format
     shapes        {input name: shape}: fixed input shapes (.pt2: values of its dynamic dimensions)
     format        "onnx", "tflite" or "pt2" (default: from the suffix, the bytes or the object)
     dtypes        {input name: dtype} overrides (.pt2: the program fixes them; only equal ones pass)
-    slim          ONNX: fold shape computations with onnxslim before import (no graph fusions)
+    slim          ONNX: fold shape computations with onnxslim before import (no graph fusions); None (the
+                  default): when `shapes` fixed dynamic input dims, so the shape computations the graph did at
+                  run time fold into constants at those shapes (TVM 0.27 cannot follow some of them)
     static        every input must end up with a static shape (else: the error says which --shape to give)
     strict_shapes a name in `shapes` that is not a graph input is an error (False: ignored, as Relay did)
     keep_params_in_input  ONNX and .pt2: the weights as trailing parameters of main (attribute "params")
@@ -102,7 +104,7 @@ def load(source, shapes: Optional[Mapping[str, Sequence[int]]] = None, *, format
     if fmt == "onnx":
         return _load_onnx(source, what, shapes or {}, dtypes, slim, static, strict_shapes, keep_params_in_input,
                           sanitize_input_names, opset)
-    if slim:
+    if slim:  # (None: nothing to do for TFLite)
         raise ModelLoadError(what, "onnxslim applies to ONNX models only")
     if fmt == "pt2":
         return _load_pt2(source, what, shapes or {}, dtypes, static, strict_shapes, keep_params_in_input)
@@ -221,6 +223,9 @@ def _load_onnx(source, what, shapes, dtypes, slim, static, strict_shapes, keep_p
         keep = [i for i in model.graph.input if i.name not in inits]
         del model.graph.input[:]
         model.graph.input.extend(keep)
+    if slim is None:  # fixed-shape preparation: dynamic dims fixed by `shapes` -> fold the shape computations
+        slim = bool(shapes) and any(d is None for vi in model.graph.input for d in (_dims(vi) or [None])
+                                    if vi.name in shapes)
     if shapes:
         fix_onnx_input_shapes(model, shapes, what, strict_shapes)
     if static:
@@ -231,14 +236,18 @@ def _load_onnx(source, what, shapes, dtypes, slim, static, strict_shapes, keep_p
                 raise ModelLoadError(what, f"input {vi.name!r} has dynamic dims {dims}: give its shape "
                                            f"(--shape {vi.name}={shown} on the command line)")
     if slim:
-        import onnxslim
-
-        model = onnxslim.slim(model, skip_optimizations=["graph_fusion"])
+        model = _slim(model)
     mod = from_onnx(model, dtype_dict=dict(dtypes) if dtypes else "float32", opset=opset,
                     keep_params_in_input=keep_params_in_input, sanitize_input_names=sanitize_input_names)
     ins, outs = _signature(mod)
     names = [i.name for i in model.graph.input]
     return LoadedModel(mod, _named(names, ins), _named([o.name for o in model.graph.output], outs), "onnx", model)
+
+
+def _slim(model):
+    import onnxslim
+
+    return onnxslim.slim(model, skip_optimizations=["graph_fusion"])
 
 
 # ---- TFLite -----------------------------------------------------------------------------------
