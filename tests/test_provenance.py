@@ -4,6 +4,7 @@ the report, the artifacts' provenance and the per-layer profile; importing is ot
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
@@ -93,3 +94,26 @@ def test_tflite_converters_bound_with_partial_still_import():
         tvm.compile(loaded.mod, target="npu")
     assert any(p.binding.startswith("MEAN#0") for p in tvm_npu.last_report().placements), \
         [p.binding for p in tvm_npu.last_report().placements]
+
+
+def test_torch_export_nodes_name_their_modules():
+    """A torch.export program's operators are reported by the module they ran in and their node."""
+    torch = pytest.importorskip("torch")
+    import tvm
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = torch.relu(self.stem(x)).mean(dim=(2, 3))
+            return self.head(y)
+
+    ep = torch.export.export(Net().eval(), (torch.randn(1, 3, 8, 8),))
+    with tvm_npu.compile_options(should_run=False):
+        tvm.compile(load(ep).mod, target="npu")
+    labels = [p.binding for p in tvm_npu.last_report().placements]
+    assert any(b.startswith("stem:convolution") for b in labels), labels  # the aten node, in module `stem`
+    assert any(b.startswith("head:") for b in labels), labels

@@ -399,6 +399,10 @@ def _load_pt2(source, what, shapes, dtypes, static, strict_shapes, keep_params_i
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
+    from .provenance import install_torch
+
+    install_torch()  # reports name the torch modules (`layer1.0.conv1:conv2d_3`), not `lv12`
+
     program = _read_pt2(source, what, torch)
     signature = program.graph_signature
     names = list(signature.user_inputs)

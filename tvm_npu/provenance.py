@@ -2,7 +2,7 @@
 TFLite operator carries a span naming it (the ONNX node's name, or the TFLite operator's type and
 index), so reports, profiles and artifacts can name what the user knows instead of `lv12`.
 
-TVM 0.27's ONNX and TFLite frontends set no spans. `install()` (called by `import tvm_npu`) wraps
+TVM 0.27's ONNX, TFLite and torch.export frontends set no spans. `install()` (called by `import tvm_npu`) wraps
 the one place each frontend converts an operator: the ONNX importer's `_convert_operator` (which
 receives the node's name in `attrs["tvm_custom"]["name"]`) and the TFLite converter's table of
 operator converters. Calls the conversion returns get a span with the name (spans are ignored by
@@ -144,8 +144,57 @@ def _install_tflite() -> None:
     cls.__init__ = init
 
 
+def _torch_name(node) -> str:
+    """A torch.export node's place in the user's model: the module path it ran in (`layer1.0.conv1`)
+    and the node, else the node's name."""
+    stack = (getattr(node, "meta", None) or {}).get("nn_module_stack") or {}
+    path = ""
+    if stack:
+        entry = list(stack.values())[-1]
+        path = str(entry[0] if isinstance(entry, (tuple, list)) else entry)
+        path = path.replace("L['self'].", "").replace("L['self']", "")
+    name = str(getattr(node, "name", "") or "")
+    return f"{path}:{name}" if path and name else (path or name or "torch")
+
+
+def install_torch() -> None:
+    """Wraps the torch.export frontend's converter table (idempotent). Not done by `import tvm_npu`
+    (importing the frontend imports torch, seconds): the loader calls it before converting a program,
+    and `install()` does when the frontend is already imported."""
+    from tvm.relax.frontend.torch import exported_program_translator as F
+
+    cls = F.ExportedProgramImporter
+    if getattr(cls.create_convert_map, _INSTALLED, False):
+        return
+    original = cls.create_convert_map
+
+    @functools.wraps(original)
+    def create(self, *args, **kwargs):
+        table = original(self, *args, **kwargs)
+
+        def wrap(fn):
+            @functools.wraps(fn)
+            def convert(*a, **kw):
+                node = a[0] if a else kw.get("node")
+                with converting(_torch_name(node)):
+                    ret = fn(*a, **kw)
+                    bb = getattr(self, "block_builder", None)
+                    return bb.normalize(ret) if bb is not None and isinstance(ret, relax.Expr) else ret
+            return convert
+
+        return {k: wrap(fn) if callable(fn) else fn for k, fn in table.items()}
+
+    setattr(create, _INSTALLED, True)
+    cls.create_convert_map = create
+
+
 def install() -> None:
-    """Wraps the ONNX and TFLite frontends once per process (idempotent)."""
+    """Wraps the ONNX and TFLite frontends once per process (idempotent), and the torch.export one when
+    it is already imported."""
+    import sys
+
     _install_builder()
     _install_onnx()
     _install_tflite()
+    if "tvm.relax.frontend.torch.exported_program_translator" in sys.modules:
+        install_torch()
