@@ -48,6 +48,9 @@ SUPPORTED = [
     "test_softmax_example", "test_softmax_default_axis", "test_softmax_axis_2", "test_softmax_negative_axis",
     "test_concat_2d_axis_0", "test_concat_3d_axis_1", "test_concat_3d_axis_negative_1",
     "test_gemm_all_attributes", "test_gemm_default_vector_bias", "test_matmul_2d", "test_matmul_4d",
+    "test_div",  # division by a tensor: a * reciprocal(b)
+    "test_max_float32", "test_min_two_inputs",  # ONNX Max/Min (stack + max/min reductions)
+    "test_relu_expanded_ver18",
 ]
 SUPPORTED_WEIGHTS = [
     "test_basic_conv_with_padding", "test_basic_conv_without_padding", "test_conv_with_strides_padding",
@@ -58,16 +61,16 @@ SUPPORTED_WEIGHTS = [
     "test_div", "test_div_bcast", "test_clip", "test_clip_default_min",
 ]
 # Must stay on the CPU and pass there: integer dtypes, softmax over a non-last axis, ceil-mode /
-# dilated / 1-D / 3-D pooling, pooling that counts padding, ONNX Max/Min (imported as stack + max),
-# Clip whose bounds are inputs, division by a tensor, a convolution whose weights are inputs, and
+# dilated / 1-D / 3-D pooling, pooling that counts padding,
+# Clip whose bounds are inputs, a convolution whose weights are inputs, and
 # (frozen) matmul by a weight of rank > 2.
 FALLBACK = [
     # IR that TVM's partitioning passes cannot take (shape computations, If, symbolic arange): CPU
     "test_unsqueeze_axis_0", "test_if", "test_triu_zero",
-    "test_add_int8", "test_mul_uint8", "test_div_int32_trunc", "test_max_float32", "test_min_two_inputs",
-    "test_relu_expanded_ver18", "test_softmax_axis_0", "test_maxpool_2d_ceil", "test_maxpool_2d_dilations",
+    "test_add_int8", "test_mul_uint8", "test_div_int32_trunc",
+    "test_softmax_axis_0", "test_maxpool_2d_ceil", "test_maxpool_2d_dilations",
     "test_maxpool_3d_default", "test_averagepool_2d_pads_count_include_pad", "test_averagepool_1d_default",
-    "test_conv_with_strides_no_padding", "test_clip", "test_div",
+    "test_conv_with_strides_no_padding", "test_clip",
 ]
 FALLBACK_WEIGHTS = ["test_matmul_3d", "test_matmul_4d"]
 # Cases that pass on llvm and fail on npu today, with the stage of the failure (and a fragment of
@@ -78,7 +81,7 @@ KNOWN_NPU_FAILURES: dict = {}  # none: the compiler bugs the full run found are 
 
 W = "[weights]"
 EXPECTED_NPU_USED = sorted(set(SUPPORTED) | {n + W for n in SUPPORTED_WEIGHTS})
-EXPECTED_NPU_USED_COUNT = 56  # measured; the list above names them
+EXPECTED_NPU_USED_COUNT = 60  # measured; the list above names them
 
 
 def _cases():

@@ -37,6 +37,12 @@ class Activation:
         the lowering allocates it and the tiling stage counts it."""
         return self.kind in ("silu", "leaky_relu", "hard_swish")
 
+    @property
+    def wide(self) -> bool:
+        """Alone (not after a MAC operator) it runs in fp32 on ACC with fp32 constants, rounded once:
+        an fp16 constant (fp16(1/6) is 2.4e-4 low) would bias every result the same way."""
+        return self.kind in ("hard_sigmoid", "hard_swish")
+
 
 @dataclasses.dataclass
 class OpDesc:

@@ -17,7 +17,8 @@ from .integer import lower_qbinary, lower_qconcat, lower_qlut, lower_qmean, lowe
 from .layout import lower_layout
 from .mac import lower_mac
 from .memory import DramTensor
-from .vector import lower_concat, lower_elementwise, lower_mean, lower_pool, lower_softmax
+from .vector import (lower_concat, lower_elementwise, lower_layer_norm, lower_mean, lower_pool, lower_reduce,
+                     lower_softmax)
 
 Lowering = Callable[[Lowerer, OpDesc, List[DramTensor], DramTensor, TilePlan], None]
 
@@ -28,6 +29,8 @@ LOWERINGS: Dict[str, Lowering] = {
     "activation": lower_elementwise,
     "softmax": lower_softmax,
     "mean": lower_mean,
+    "reduce": lower_reduce,
+    "layer_norm": lower_layer_norm,
     "concat": lower_concat,
     "pool": lower_pool,
     "layout": lower_layout,

@@ -13,8 +13,9 @@ from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
 from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan
 from ..isa import Func, Instr, PoolMode, ReduceMode, Space
-from ..tir_schedules.vector import (concat_schedule, elementwise_schedule, mean_schedule, operand_param, pool_schedule,
-                                    softmax_schedule, store_param)
+from ..tiling.vector import reduce_shapes
+from ..tir_schedules.vector import (concat_schedule, elementwise_schedule, layer_norm_schedule, mean_schedule,
+                                    operand_param, pool_schedule, reduce_schedule, softmax_schedule, store_param)
 from .emit import F16, F32, Lowerer, at, binop, load, vector_events
 from .memory import DramTensor, SramAllocator
 from .pipeline import Step
@@ -47,9 +48,22 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
     bufs, _, _ = low.event_slots(alloc, events)
     tmp_act, scalars, const_loads = None, {}, []
     prelu = desc.kind == "binary" and desc.attrs["op"] == "prelu"
+    div = desc.kind == "binary" and desc.attrs["op"] == "div"
+    unary = desc.kind == "activation" and desc.activation.kind in UNARY_OPS
     if prelu:  # slope * min(x, 0), fp32 beside the result
         tmp_act = alloc.alloc(Space.ACC, (1, t1m, t2m, shape4[3]), F32, "prelu temporary")
-    if desc.kind == "activation":
+    if div:  # reciprocal(b) beside the operands (fp32 in ACC when wide)
+        tmp_act = alloc.alloc(Space.ACC if wide else Space.ACT, (1, t1m, t2m, shape4[3]), F32 if wide else F16,
+                              "reciprocal of the divisor")
+    wide_act = desc.kind == "activation" and desc.activation.wide
+    acc32 = None
+    if unary:
+        tmp_act, scalars, const_loads = _unary_buffers(low, alloc, desc.activation.kind, (1, t1m, t2m, shape4[3]))
+    elif wide_act:  # fp32 on ACC, fp32 constants, one rounding
+        acc32 = alloc.alloc(Space.ACC, (1, t1m, t2m, shape4[3]), F32, "fp32 activation")
+        tmp_act, scalars, const_loads = low.act_consts(alloc, desc.activation, Space.ACC, F32,
+                                                       (1, t1m, t2m, shape4[3]))
+    elif desc.kind == "activation":
         tmp_act, scalars, const_loads = low.act_consts(alloc, desc.activation, Space.ACT, F16,
                                                        (1, t1m, t2m, shape4[3]))
     steps: List[Step] = []
@@ -81,6 +95,18 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
                                   binop("vmul", neg, srcs[1], neg),
                                   Instr.make("vclamp", a=srcs[0], o=ref, min_f=0.0, max_f=3.0e38),
                                   binop("vadd", ref, neg, ref)]
+            elif div:  # a * reciprocal(b)
+                rec = at(tmp_act, srcs[1].shape)
+                step.computes += [Instr.make("vfunc", a=srcs[1], o=rec, func=int(Func.RECIPROCAL)),
+                                  binop("vmul", srcs[0], rec, ref)]
+            elif unary:
+                step.computes += _unary(desc.activation.kind, srcs[0], ref, tmp_act, scalars)
+            elif wide_act:
+                w = at(acc32, ref.shape)
+                step.computes.append(Instr.make("vcvt", a=srcs[0], o=w))
+                step.computes += low.epilogue(w, desc.activation, at(tmp_act, ref.shape) if tmp_act else None,
+                                              scalars)
+                step.computes.append(Instr.make("vrequant", a=w, o=ref))
             elif desc.kind == "binary":
                 step.computes.append(binop("v" + desc.attrs["op"], srcs[0], srcs[1], ref))
             else:
@@ -90,6 +116,188 @@ def lower_elementwise(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: Dr
         elif ev.kind == "store":
             step.stores.append(Instr.make("dma.store", src=current[ev.buffer],
                                           dst=params[ev.param].view(ev.axes, dict(ev.start))))
+    low.finish(steps)
+
+
+UNARY_OPS = ("neg", "abs", "exp", "sqrt", "reciprocal", "square")
+
+
+def _unary_buffers(low: Lowerer, alloc: SramAllocator, kind: str, shape) -> tuple:
+    """(temporary, scalars, their loads) of a unary operator: sqrt's fp32 rsqrt in ACC, the -1 of neg
+    and abs in ACT (counted by tiling.vector._elementwise_rows)."""
+    tmp, scalars, loads = None, {}, []
+    if kind == "sqrt":
+        tmp = alloc.alloc(Space.ACC, shape, F32, "rsqrt")
+    if kind in ("neg", "abs"):
+        buf = alloc.alloc(Space.ACT, (1, 1, 1, 1), F16, "constant -1")
+        loads.append(load(buf, low.consts.tensor(np.array([-1.0]), F16).view((None, None, None, 0))))
+        scalars["minus_one"] = buf
+    return tmp, scalars, loads
+
+
+def _unary(kind: str, a, o, tmp, scalars) -> list:
+    """The vector instructions of a unary operator from tile a (fp16) into tile o (fp16), one rounding."""
+    if kind == "neg":
+        return [binop("vmul", a, scalars["minus_one"], o)]
+    if kind == "abs":  # max(x, -x)
+        return [binop("vmul", a, scalars["minus_one"], o), binop("vmax", a, o, o)]
+    if kind == "exp":
+        return [Instr.make("vfunc", a=a, o=o, func=int(Func.EXP))]
+    if kind == "reciprocal":
+        return [Instr.make("vfunc", a=a, o=o, func=int(Func.RECIPROCAL))]
+    if kind == "square":
+        return [binop("vmul", a, a, o)]
+    if kind == "sqrt":  # 1 / rsqrt(x), the rsqrt in fp32
+        r = at(tmp, a.shape)
+        return [Instr.make("vfunc", a=a, o=r, func=int(Func.RSQRT)), Instr.make("vfunc", a=r, o=o,
+                                                                                 func=int(Func.RECIPROCAL))]
+    raise Unsupported(f"unary operator {kind}")
+
+
+def lower_reduce(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: MeanPlan) -> None:
+    """sum / max / min over adjacent axes through TensorIR (tir_schedules/vector.py:reduce_schedule):
+    sum by vreduce SUM into fp32 ACC and one rounding; max by vreduce MAX in fp16 (exact); min as
+    -max(-x) (negation is exact in fp16). A reduction in chunks combines each chunk's partial result
+    with vadd (fp32) or vmax."""
+    x = ins[0]
+    op = desc.attrs["op"]
+    outer, red, inner = mean_axes(x.shape, desc.attrs["axis"])
+    to, rr, ti = plan.outer, plan.chunk, plan.inner
+    if not (1 <= rr <= red and 1 <= ti <= inner and 1 <= to <= outer) or (ti < inner or rr < red) and to != 1 \
+            or rr < red and ti != 1:
+        raise Unsupported(f"a {op} plan {plan.to_dict()} for {outer} x {red} x {inner}")
+    chunked = rr < red
+    events = vector_events(reduce_schedule, outer, red, inner, to, ti, op, low.double_buffer, rr)
+    view = (outer, red, inner) if inner > 1 else (outer, red)
+    params = {"X": DramTensor(x.region, x.offset, view, x.dtype),
+              "store": DramTensor(out.region, out.offset, (outer, 1, inner) if inner > 1 else (outer, 1),
+                                  out.dtype)}
+    in_shape, o_shape, red_axis = reduce_shapes(desc, to, ti, rr)
+    alloc = SramAllocator(low.config)
+    in_slots = low.slots(alloc, Space.ACT, in_shape, F16, "input")
+    out_slots = low.slots(alloc, Space.ACT, o_shape, F16, "output")
+    acc = alloc.alloc(Space.ACC, o_shape, F32, "sum") if op == "sum" else None
+    m1 = alloc.alloc(Space.ACT, (1, 1, 1, 1), F16, "constant -1") if op == "min" else None
+    m1_c = low.consts.tensor(np.array([-1.0]), F16) if op == "min" else None
+    part = running = None
+    if chunked:
+        part = alloc.alloc(Space.ACC, o_shape, F32, "partial sum") if op == "sum" else alloc.alloc(
+            Space.ACT, o_shape, F16, f"partial {op}")
+        running = acc if op == "sum" else alloc.alloc(Space.ACT, o_shape, F16, f"running {op}")
+    steps: List[Step] = []
+    n_out = 0
+    first = True
+    a = o = None
+    for ev in events:
+        if ev.kind == "init":
+            first = True
+        elif ev.kind == "load":
+            step = Step(loads=[load(m1, m1_c.view((None, None, None, 0)))] if m1 is not None and not steps else [])
+            a = at(low.slot(in_slots, len(steps)), ev.shape)
+            steps.append(step)
+            step.loads.append(load(a, params[ev.param].view(ev.axes, dict(ev.start))))
+        elif ev.kind == "compute" and ev.intrin.startswith(f"r{op}") and chunked:
+            mode = int(ReduceMode.SUM if op == "sum" else ReduceMode.MAX)
+            run = at(running, ev.shape)
+            if op == "min":
+                step.computes.append(binop("vmul", a, m1, a))
+            if first:
+                step.computes.append(Instr.make("vreduce", a=a, o=run, mode=mode, axis=red_axis))
+            else:
+                p = at(part, ev.shape)
+                step.computes += [Instr.make("vreduce", a=a, o=p, mode=mode, axis=red_axis),
+                                  binop("vadd" if op == "sum" else "vmax", run, p, run)]
+            first = False
+        elif ev.kind == "compute" and ev.intrin == "res":
+            o = at(low.slot(out_slots, n_out), ev.shape)
+            if chunked:
+                run = at(running, ev.shape)
+                step.computes.append(Instr.make("vrequant", a=run, o=o) if op == "sum" else
+                                     Instr.make("vcvt", a=run, o=o) if op == "max" else binop("vmul", run, m1, o))
+            elif op == "sum":
+                s = at(acc, ev.shape)
+                step.computes += [Instr.make("vreduce", a=a, o=s, mode=int(ReduceMode.SUM), axis=red_axis),
+                                  Instr.make("vrequant", a=s, o=o)]
+            elif op == "max":
+                step.computes.append(Instr.make("vreduce", a=a, o=o, mode=int(ReduceMode.MAX), axis=red_axis))
+            else:  # min(x) = -max(-x)
+                step.computes += [binop("vmul", a, m1, a),
+                                  Instr.make("vreduce", a=a, o=o, mode=int(ReduceMode.MAX), axis=red_axis),
+                                  binop("vmul", o, m1, o)]
+        elif ev.kind == "store":
+            step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
+            n_out += 1
+    low.finish(steps)
+
+
+def _layer_norm_stage(stage: str, a, o, xs, s2, m, r, inv_n, eps_b, vecs) -> list:
+    """The vector instructions of one stage of layer_norm_schedule (input a, output o, fp32 rows xs
+    and s2, per-row m and r)."""
+    if stage == "x32":
+        return [Instr.make("vcvt", a=a, o=xs)]
+    if stage == "mu":
+        return [Instr.make("vreduce", a=xs, o=m, mode=int(ReduceMode.SUM), axis=3), binop("vmul", m, inv_n, m)]
+    if stage == "xc":
+        return [binop("vsub", xs, m, xs)]
+    if stage == "var":
+        return [binop("vmul", xs, xs, s2), Instr.make("vreduce", a=s2, o=r, mode=int(ReduceMode.SUM), axis=3),
+                binop("vmul", r, inv_n, r)]
+    if stage == "rstd":
+        return [binop("vadd", r, eps_b, r), Instr.make("vfunc", a=r, o=r, func=int(Func.RSQRT))]
+    if stage == "y":
+        return [binop("vmul", xs, r, xs), binop("vmul", xs, vecs["G"], xs), binop("vadd", xs, vecs["B"], xs)]
+    if stage == "out":
+        return [Instr.make("vrequant", a=xs, o=o)]
+    raise Unsupported(f"layer norm stage {stage}")
+
+
+def lower_layer_norm(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: SoftmaxPlan) -> None:
+    """Layer norm over the last axis through TensorIR (tir_schedules/vector.py:layer_norm_schedule), in
+    fp32 on ACC: widen, row sum * 1/n (mean), subtract, square, row sum * 1/n (variance), + epsilon,
+    rsqrt, * 1/std, * gamma, + beta, one rounding to fp16. Gamma, beta (fp32) and the scalars are
+    loaded once, with the first tile."""
+    x = ins[0]
+    shape = x.shape
+    rows, length = math.prod(shape[:-1]), shape[-1]
+    eps = desc.attrs["epsilon"]
+    tr = plan.rows
+    events = vector_events(layer_norm_schedule, rows, length, eps, tr, low.double_buffer)
+    params = {"X": DramTensor(x.region, x.offset, (rows, length), x.dtype),
+              "G": low.consts.tensor(desc.inputs[1].const.astype(np.float32), F32),
+              "B": low.consts.tensor(desc.inputs[2].const.astype(np.float32), F32),
+              "store": DramTensor(out.region, out.offset, (rows, length), out.dtype)}
+    alloc = SramAllocator(low.config)
+    in_slots = low.slots(alloc, Space.ACT, (1, 1, tr, length), F16, "input")
+    out_slots = low.slots(alloc, Space.ACT, (1, 1, tr, length), F16, "output")
+    x32 = alloc.alloc(Space.ACC, (1, 1, tr, length), F32, "x - mean")
+    sq = alloc.alloc(Space.ACC, (1, 1, tr, length), F32, "square")
+    mu = alloc.alloc(Space.ACC, (1, 1, tr, 1), F32, "row mean")
+    rstd = alloc.alloc(Space.ACC, (1, 1, tr, 1), F32, "row 1/std")
+    vecs = {p: alloc.alloc(Space.ACC, (1, 1, 1, length), F32, p) for p in ("G", "B")}
+    inv_n = alloc.alloc(Space.ACC, (1, 1, 1, 1), F32, "1/n")
+    eps_b = alloc.alloc(Space.ACC, (1, 1, 1, 1), F32, "epsilon")
+    first = [load(inv_n, low.consts.tensor(np.array([1.0 / length]), F32).view((None, None, None, 0))),
+             load(eps_b, low.consts.tensor(np.array([eps]), F32).view((None, None, None, 0)))]
+    steps: List[Step] = []
+    rank = 0
+    a = o = xs = m = r = s2 = None
+    for ev in events:
+        if ev.kind == "load" and ev.param in vecs:
+            first.append(load(vecs[ev.param], params[ev.param].view((None, None, None, 0))))
+        elif ev.kind == "load":
+            t = ev.shape[2]
+            step = Step(loads=first if not steps else [])
+            steps.append(step)
+            a = at(low.slot(in_slots, rank), (1, 1, t, length))
+            o = at(low.slot(out_slots, rank), (1, 1, t, length))
+            xs, s2 = at(x32, (1, 1, t, length)), at(sq, (1, 1, t, length))
+            m, r = at(mu, (1, 1, t, 1)), at(rstd, (1, 1, t, 1))
+            step.loads.append(load(a, params[ev.param].view(ev.axes, dict(ev.start))))
+        elif ev.kind == "compute":
+            step.computes += _layer_norm_stage(ev.intrin, a, o, xs, s2, m, r, inv_n, eps_b, vecs)
+        elif ev.kind == "store":
+            step.stores.append(Instr.make("dma.store", src=o, dst=params[ev.param].view(ev.axes, dict(ev.start))))
+            rank += 1
     low.finish(steps)
 
 

@@ -113,9 +113,11 @@ def matmul_shapes(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = No
 
 
 def activation_supported(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
-    """Fused activations: relu, clip, sigmoid, tanh, gelu, gelu_tanh, silu (also x * sigmoid(x)), hard
-    sigmoid / hard swish (clip(x + 3, 0, 6) / 6, the clamp also as maximum and minimum, the scale also
-    as * 1/6; constants checked), leaky relu with 0 <= alpha <= 1."""
+    """Fused activations: relu, clip, sigmoid, tanh, gelu (also x * 0.5 * (1 + erf(x / sqrt(2))), any
+    order, constants checked), gelu_tanh, silu (also x * sigmoid(x)), hard sigmoid / hard swish
+    (clip(x + 3, 0, 6) / 6, the clamp also as maximum and minimum, the scale also as * 1/6; constants
+    checked), leaky relu with 0 <= alpha <= 1. Alone, hard sigmoid / swish run in fp32 on ACC with fp32
+    constants."""
     a = d.activation
     if a is None:
         return None
@@ -123,6 +125,52 @@ def activation_supported(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOption
         return f"leaky relu slope {a.alpha} outside [0, 1]"
     if a.kind == "clip" and not a.lo <= a.hi:
         return f"clip bounds {a.lo} > {a.hi}"
+    return None
+
+
+def unary_ops(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """Unary operators alone on the vector unit: neg (x * -1), abs (max(x, -x)), exp, reciprocal (also
+    1 / x), power with a constant exponent 2 (x * x) or 0.5 (sqrt), sqrt (1 / rsqrt(x), rsqrt in fp32
+    on ACC), each rounded once to fp16; gelu also in its erf form x * 0.5 * (1 + erf(x / sqrt(2))),
+    any order, constants checked. Log stays on the CPU: the vector unit has no logarithm."""
+    a = d.activation
+    if a is None:
+        return None
+    if a.kind == "log":
+        return "the vector unit has no logarithm (its functions: exp, tanh, sigmoid, gelu, rsqrt, reciprocal)"
+    if a.kind == "power":
+        return f"power with exponent {a.alpha!r} (the vector unit does 2 as x * x and 0.5 as sqrt)"
+    return None
+
+
+def division(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """Division by a tensor runs as a * reciprocal(b) (the reciprocal rounded to b's storage type, then
+    the product); division by a constant is a multiplication by its fp32 reciprocal, with no zero in it."""
+    return None
+
+
+def reduce_axes(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """sum / max / min over one run of adjacent axes (or all; over non-adjacent axes the partitioner
+    makes one reduction per run first): whole rows per tile, or chunks whose partial results are
+    combined when a row does not fit; the sum in fp32 on ACC rounded once, max exact in fp16, min as
+    -max(-x)."""
+    rank = len(d.inputs[0].shape)
+    axes = d.attrs["axis"]
+    axes = tuple(range(rank)) if axes is None else tuple(sorted({x % rank for x in axes}))
+    if not axes:
+        return "a reduction over no axis"
+    if axes != tuple(range(axes[0], axes[-1] + 1)):
+        return f"{d.attrs['op']} over non-adjacent axes {axes} (one run of adjacent axes)"
+    return None
+
+
+def layer_norm_params(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """layer_norm over the last axis, gamma and beta constants per element of it, epsilon >= 0: mean,
+    x - mean, mean of the squares, + epsilon, rsqrt, scale and shift all in fp32 on ACC, rounded once
+    to fp16."""
+    eps = d.attrs["epsilon"]
+    if not eps >= 0.0:
+        return f"epsilon {eps} < 0"
     return None
 
 
@@ -196,8 +244,10 @@ BY_KIND: Dict[str, List[Constraint]] = {
     "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
                         tiles_fit],
     "matmul": COMMON + [matmul_shapes, bias_per_channel, activation_supported, tiles_fit],
-    "binary": COMMON + [broadcastable, prelu_slope, tiles_fit],
-    "activation": COMMON + [activation_supported, tiles_fit],
+    "binary": COMMON + [broadcastable, prelu_slope, division, tiles_fit],
+    "activation": COMMON + [activation_supported, unary_ops, tiles_fit],
+    "reduce": COMMON + [reduce_axes, tiles_fit],
+    "layer_norm": COMMON + [layer_norm_params, tiles_fit],
     "pool": COMMON + [pool_params, tiles_fit],
     "softmax": COMMON + [softmax_last_axis, tiles_fit],
     "mean": COMMON + [mean_adjacent_axes, tiles_fit],

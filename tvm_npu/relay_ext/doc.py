@@ -10,17 +10,25 @@ from pathlib import Path
 
 from ..ir.registry import lookup
 from . import constraints
-from .ops import ACTIVATIONS, BINARY
+from .ops import ACTIVATIONS, BINARY, REDUCTIONS, UNARY
 from .patterns import pattern_names
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "SUPPORTED_OPS.md"
 
 # Which Relax operators each kind of composite starts from (the patterns' roots).
 _ROOTS = {
-    "conv2d": ["relax.nn.conv2d (+ relax.add bias) (+ activation, hard sigmoid / swish, x * sigmoid(x))"],
-    "matmul": ["relax.matmul (+ relax.add bias) (+ activation, hard sigmoid / swish, x * sigmoid(x))"],
-    "binary": sorted(BINARY) + ["relax.divide (by a constant)"],
-    "activation": sorted(ACTIVATIONS) + ["relax.sigmoid -> relax.multiply (x * sigmoid(x), either order)",
+    "conv2d": ["relax.nn.conv2d (+ relax.add bias) (+ activation, hard sigmoid / swish, x * sigmoid(x), gelu "
+               "in its erf form)"],
+    "matmul": ["relax.matmul (+ relax.add bias) (+ activation, hard sigmoid / swish, x * sigmoid(x), gelu in its "
+               "erf form)"],
+    "binary": sorted(BINARY) + ["relax.divide (by a constant, or by a tensor as a * reciprocal(b))"],
+    "activation": sorted(ACTIVATIONS) + sorted(UNARY) + [
+                                         "relax.power (constant exponent 2 or 0.5)",
+                                         "relax.divide (1 / x)",
+                                         "relax.multiply (alpha) -> relax.add (beta) -> relax.clip (ONNX HardSigmoid)",
+                                         ("relax.divide (sqrt 2) or relax.multiply (1/sqrt 2) -> relax.erf -> "
+                                          "relax.add (1) -> relax.multiply (x, 0.5), any order (gelu, erf form)"),
+                                         "relax.sigmoid -> relax.multiply (x * sigmoid(x), either order)",
                                          ("relax.add (x + 3) -> relax.clip(0, 6) or relax.maximum(0) and relax.minimum(6) "
                                           "-> relax.divide (6) or relax.multiply (1/6) (-> relax.multiply by x, before or "
                                           "after the scale)")],
@@ -28,6 +36,10 @@ _ROOTS = {
     "pool": ["relax.nn.max_pool2d", "relax.nn.avg_pool2d"],
     "softmax": ["relax.nn.softmax"],
     "mean": ["relax.mean"],
+    "reduce": sorted(REDUCTIONS),
+    "layer_norm": ["relax.nn.layer_norm (last axis)",
+                   ("relax.mean -> relax.subtract -> relax.power (2) or relax.multiply -> relax.mean -> relax.add (eps) "
+                    "-> relax.sqrt -> relax.divide (-> relax.multiply gamma) (-> relax.add beta), over the last axis")],
     "concat": ["relax.concat"],
     "layout": ["relax.reshape", "relax.squeeze", "relax.expand_dims", "relax.permute_dims",
                "relax.strided_slice (positive steps; ONNX Split parts become strided slices)"],

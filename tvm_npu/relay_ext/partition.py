@@ -21,7 +21,7 @@ from .codegen import CODEGEN_ARTIFACTS_KEY, CODEGEN_CONFIG_KEY
 from .fold import FoldWithNumpy
 from .ops import Constant
 from .lut import LUT_ATTR, FoldQuantizedLUTs, SplitSharedDequantize
-from .rewrites import ElementwiseTIRToRelax, FoldPadIntoConv, SplitToSlices
+from .rewrites import ElementwiseTIRToRelax, FoldPadIntoConv, SplitReductions, SplitToSlices, UnflattenPrelu
 
 
 def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
@@ -43,11 +43,14 @@ def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:
     """Inference simplifications before matching: batch norms folded into the preceding convolution
-    (or decomposed into a scale and shift), splits into slices, zero pads into convolutions."""
+    (or decomposed into a scale and shift), splits into slices, zero pads into convolutions, TFLite's
+    flattened PReLUs back on the 4-D tensor, reductions over non-adjacent axes into one per run."""
     return tvm.transform.Sequential([
         ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
         SplitToSlices(),  # each part of a split one strided slice (a layout operator the NPU runs)
         FoldPadIntoConv(),  # zero pads become the convolution's DMA halo
+        UnflattenPrelu(),  # TFLite's PRELU (x flattened, alpha tiled) back on x with a per-channel slope
+        SplitReductions(),  # sum / max / min over non-adjacent axes: one reduction per run of adjacent axes
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
         SplitSharedDequantize,  # one dequantize per consumer: self-contained quantised regions

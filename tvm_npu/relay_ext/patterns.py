@@ -27,7 +27,7 @@ from ..ir.desc import Unsupported
 from ..ir.registry import OpSpec
 from ..options import CompileOptions
 from . import constraints
-from .ops import ACTIVATIONS, BINARY, describe_float
+from .ops import ACTIVATIONS, BINARY, REDUCTIONS, UNARY, describe_float
 from .layout import table as layout_table
 from .qpatterns import table as quant_table
 
@@ -107,6 +107,46 @@ def _swish(x):
     return _commuted("relax.multiply", x, sig), {"swish_sig": sig}
 
 
+def _gelu_erf(x):
+    """x * 0.5 * (1 + erf(x / sqrt(2))) as ONNX exports GELU, in any order of its products: the scale
+    of x as a division by sqrt(2) or a multiplication by 1/sqrt(2), 1 + erf either way round, and the
+    0.5 applied to x * (1 + erf), to x, or to (1 + erf). Constants are verified by
+    ops.gelu_erf_activation."""
+    scale = is_op("relax.divide")(x, is_const()) | _commuted("relax.multiply", x, is_const())
+    erf = is_op("relax.erf")(scale)
+    plus = _commuted("relax.add", erf, is_const())
+    xa = _commuted("relax.multiply", x, plus)
+    half_x = _commuted("relax.multiply", x, is_const())
+    half_a = _commuted("relax.multiply", plus, is_const())
+    a = _commuted("relax.multiply", xa, is_const())  # (x * (1 + erf)) * 0.5
+    b = _commuted("relax.multiply", half_x, plus)  # (x * 0.5) * (1 + erf)
+    c = _commuted("relax.multiply", x, half_a)  # x * ((1 + erf) * 0.5)
+    return a | b | c, {"ge_scale": scale, "ge_erf": erf, "ge_add": plus, "ge_xa": xa, "ge_half_x": half_x,
+                       "ge_half_a": half_a, "ge_a": a, "ge_b": b, "ge_c": c}
+
+
+def _layer_norm_parts(scale: bool, shift: bool):
+    """Layer norm as exporters decompose it: mean, x - mean, its square (power 2 or d * d), mean, + eps,
+    sqrt, (x - mean) / sqrt, then * gamma and + beta when present. Axes and constants are verified by
+    ops.decomposed_layer_norm."""
+    x = wildcard()
+    m = is_op("relax.mean")(x)
+    d = is_op("relax.subtract")(x, m)
+    sq = is_op("relax.power")(d, is_const()) | is_op("relax.multiply")(d, d)
+    v = is_op("relax.mean")(sq)
+    ve = _commuted("relax.add", v, is_const())
+    sd = is_op("relax.sqrt")(ve)
+    out = is_op("relax.divide")(d, sd)
+    ann = {"root": m, "input": x, "ln_mean": m, "ln_sub": d, "ln_sq": sq, "ln_var": v, "ln_eps": ve, "ln_sqrt": sd,
+           "ln_div": out}
+    if scale:
+        out = ann["ln_gamma"] = _commuted("relax.multiply", out, is_const())
+    if shift:
+        out = ann["ln_beta"] = _commuted("relax.add", out, is_const())
+    ann["act"] = out
+    return out, ann
+
+
 def _mac(op: str, bias: bool, act: str):
     x, w = wildcard(), wildcard()
     root = is_op(op)(x, w)
@@ -124,6 +164,9 @@ def _mac(op: str, bias: bool, act: str):
         ann.update(extra, act=out)
     elif act == "swish":
         out, extra = _swish(out)
+        ann.update(extra, act=out)
+    elif act == "gelu_erf":
+        out, extra = _gelu_erf(out)
         ann.update(extra, act=out)
     return out, ann
 
@@ -203,13 +246,38 @@ def table() -> List[OpSpec]:
     x = wildcard()
     root, ann = _swish(x)
     table.append(_float(f"{PREFIX}.swish", root, dict(ann, root=ann["swish_sig"], act=root, input=x), "activation"))
+    for op, short in UNARY.items():
+        x = wildcard()
+        root = is_op(op)(x)
+        table.append(_float(f"{PREFIX}.{short}", root, {"root": root, "input": x}, "activation"))
+    x = wildcard()
+    root = is_op("relax.power")(x, is_const())
+    table.append(_float(f"{PREFIX}.power", root, {"root": root, "input": x}, "activation"))
+    x, one = wildcard(), is_const()
+    root = is_op("relax.divide")(one, x)
+    table.append(_float(f"{PREFIX}.reciprocal", root, {"root": root, "input": x, "numerator": one}, "activation"))
+    for op, short in REDUCTIONS.items():
+        x = wildcard()
+        root = is_op(op)(x)
+        table.append(_float(f"{PREFIX}.{short}", root, {"root": root, "input": x}, "reduce"))
+    for scale, shift in ((False, False), (True, False), (True, True)):
+        root, ann = _layer_norm_parts(scale, shift)
+        table.append(_float(f"{PREFIX}.layer_norm_decomposed{'_scale' if scale else ''}{'_shift' if shift else ''}",
+                            root, ann, "layer_norm"))
+    x, g, b = wildcard(), wildcard(), wildcard()
+    root = is_op("relax.nn.layer_norm")(x, g, b)
+    table.append(_float(f"{PREFIX}.layer_norm", root, {"root": root, "input": x, "gamma": g, "beta": b},
+                        "layer_norm"))
+    x = wildcard()
+    root, ann = _gelu_erf(x)
+    table.append(_float(f"{PREFIX}.gelu_erf", root, dict(ann, root=ann["ge_scale"], act=root, input=x), "activation"))
     x, slope = wildcard(), wildcard()
     root = is_op("relax.nn.prelu")(x, slope)
     table.append(OpSpec(f"{PREFIX}.prelu", "binary", "prelu", root, {"root": root, "input": x, "slope": slope},
                         describe_float))
     for op, short in (("relax.matmul", "matmul"), ("relax.nn.conv2d", "conv2d")):
         for bias in (False, True):
-            for act in ("", "act", "hard_sigmoid", "hard_swish", "swish"):
+            for act in ("", "act", "hard_sigmoid", "hard_swish", "swish", "gelu_erf"):
                 suffix = ("_bias" if bias else "") + (f"_{act}" if act else "")
                 table.append(_float(f"{PREFIX}.{short}{suffix}", *_mac(op, bias, act), short))
     return table + layout_table(PREFIX) + quant_table()

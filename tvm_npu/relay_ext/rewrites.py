@@ -217,3 +217,176 @@ def _fold_pad(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             if not new.same_as(fn):
                 rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
     return rewriter.builder_.get() if rewriter.changed else mod
+
+
+# ---- TFLite's flattened PReLU back on the tensor it works on ---------------------------------------
+
+_RESHAPE = tvm.ir.Op.get("relax.reshape")
+_PRELU = tvm.ir.Op.get("relax.nn.prelu")
+_ASTYPE = tvm.ir.Op.get("relax.astype")
+_BROADCAST = tvm.ir.Op.get("relax.broadcast_to")
+_EXPAND = tvm.ir.Op.get("relax.expand_dims")
+
+
+def _const_value(expr, lookup, depth: int = 0):
+    """The numpy value of a constant expression built from a Constant by astype / reshape /
+    broadcast_to / expand_dims (what TVM's TFLite frontend makes of PRELU's alpha), else None."""
+    import numpy as np
+
+    if depth > 8:
+        return None
+    if isinstance(expr, relax.Var):
+        bound = lookup(expr)
+        return None if bound is None else _const_value(bound, lookup, depth + 1)
+    if isinstance(expr, tvm.ir.expr.Constant):  # Relax constants (GenericConst) in TVM 0.27
+        return expr.value.numpy() if hasattr(expr.value, "numpy") else None
+    if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)):
+        return None
+    if not any(expr.op.same_as(op) for op in (_ASTYPE, _RESHAPE, _BROADCAST, _EXPAND)):
+        return None
+    v = _const_value(expr.args[0], lookup, depth + 1)
+    shape = _static_dims(expr.ty)
+    if v is None or shape is None:
+        return None
+    try:
+        if expr.op.same_as(_ASTYPE):
+            return v.astype(str(expr.attrs.dtype))
+        if expr.op.same_as(_BROADCAST):
+            return np.broadcast_to(v, shape)
+        return v.reshape(shape)
+    except (ValueError, TypeError):
+        return None
+
+
+def per_axis_slope(alpha, shape):
+    """(slope, axis) when `alpha` (any shape, as many elements as `shape`) seen in `shape` varies only
+    along one axis (the last tried first), or is one value (axis -1, a 1-element slope); else None."""
+    import numpy as np
+
+    a = np.asarray(alpha).reshape(shape)
+    flat = a.reshape(-1)
+    if np.all(flat == flat[0]):
+        return flat[:1].copy(), len(shape) - 1
+    for axis in reversed(range(len(shape))):
+        index = tuple(slice(None) if d == axis else slice(0, 1) for d in range(len(shape)))
+        line = a[index]
+        if np.array_equal(np.broadcast_to(line, shape), a):
+            return line.reshape(-1).copy(), axis
+    return None
+
+
+@mutator
+class _PreluRewriter(PyExprMutator):
+    """`reshape(prelu(reshape(x, [n]), alpha[n], axis=0), x.shape)` (TVM's TFLite PRELU: x flattened,
+    alpha broadcast to x and flattened) becomes `prelu(x, slope, axis)` when alpha, seen in x's shape,
+    is a constant that varies along one axis only (checked element by element)."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+
+    def _bound(self, e):
+        return self.lookup_binding(e) if isinstance(e, relax.Var) else None
+
+    def _is(self, call, op) -> bool:
+        return isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.same_as(op)
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not self._is(call, _RESHAPE):
+            return call
+        prelu = self._bound(call.args[0])
+        if not self._is(prelu, _PRELU):
+            return call
+        flat = self._bound(prelu.args[0])
+        if not self._is(flat, _RESHAPE):
+            return call
+        x = flat.args[0]
+        out, xs, fs = _static_dims(call.ty), _static_dims(x.ty), _static_dims(prelu.ty)
+        if out is None or xs != out or fs is None or len(fs) != 1 or not 1 <= len(xs) <= 4:
+            return call
+        alpha = _const_value(prelu.args[1], self._bound)
+        if alpha is None or alpha.size != fs[0]:
+            return call
+        found = per_axis_slope(alpha, xs)
+        if found is None:
+            return call
+        slope, axis = found
+        self.changed = True
+        return relax.op.nn.prelu(x, relax.const(slope.astype(str(prelu.ty.dtype))), axis=axis)
+
+
+def UnflattenPrelu() -> tvm.transform.Pass:
+    """Puts TFLite's flattened PReLU back on the tensor it works on, with a per-axis constant slope."""
+    return tvm.transform.module_pass(_unflatten_prelu, opt_level=0, name="tvm_npu.UnflattenPrelu")
+
+
+def _unflatten_prelu(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    rewriter = _PreluRewriter(mod)
+    for gv, fn in list(mod.functions.items()):
+        if isinstance(fn, relax.Function):
+            new = rewriter.visit_expr(fn)
+            if not new.same_as(fn):
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
+    return rewriter.builder_.get() if rewriter.changed else mod
+
+
+# ---- reductions over non-adjacent axes as one reduction per run of adjacent axes ------------------
+
+_REDUCE_OPS = {"relax.sum": relax.op.sum, "relax.max": relax.op.max, "relax.min": relax.op.min}
+
+
+def adjacent_runs(axes):
+    """Sorted axes split into runs of adjacent ones: (1, 3, 4) -> [(1,), (3, 4)]."""
+    runs = []
+    for a in sorted(axes):
+        if runs and runs[-1][-1] == a - 1:
+            runs[-1] = runs[-1] + (a,)
+        else:
+            runs.append((a,))
+    return runs
+
+
+@mutator
+class _ReductionSplitter(PyExprMutator):
+    """`sum / max / min(x, axes)` over axes that are not one adjacent run becomes one reduction per run,
+    the last run first, each keeping its dims (then a reshape drops them when the original did not
+    keep them): every pass is a reduction over adjacent axes, which the vector unit does in one pass.
+    max and min stay exact; a sum is rounded once more on the NPU (fp16 partial sums)."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name in _REDUCE_OPS) or call.attrs.axis is None:
+            return call
+        dims = _static_dims(call.args[0].ty)
+        out = _static_dims(call.ty)
+        if dims is None or out is None:
+            return call
+        runs = adjacent_runs({int(a) % len(dims) for a in call.attrs.axis})
+        if len(runs) < 2:
+            return call
+        op = _REDUCE_OPS[call.op.name]
+        y = call.args[0]
+        for run in reversed(runs):
+            y = op(y, axis=list(run), keepdims=True)
+        self.changed = True
+        return y if bool(call.attrs.keepdims) else relax.op.reshape(y, out)
+
+
+def SplitReductions() -> tvm.transform.Pass:
+    """Reductions (sum / max / min) over non-adjacent axes as one reduction per run of adjacent axes."""
+    return tvm.transform.module_pass(_split_reductions, opt_level=0, name="tvm_npu.SplitReductions")
+
+
+def _split_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    rewriter = _ReductionSplitter(mod)
+    for gv, fn in list(mod.functions.items()):
+        if isinstance(fn, relax.Function):
+            new = rewriter.visit_expr(fn)
+            if not new.same_as(fn):
+                rewriter.builder_.update_func(gv, new)
+    return rewriter.builder_.get() if rewriter.changed else mod

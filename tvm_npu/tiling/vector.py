@@ -41,6 +41,17 @@ def _elementwise_rows(desc: OpDesc, dtypes: Sequence[DType], double_buffer: bool
     # PReLU: its slope is one of the operands (a per-channel constant in ACC, counted as a whole row),
     # and slope * min(x, 0) needs one fp32 temporary row besides
     tmp32 = row32 if desc.kind == "binary" and desc.attrs.get("op") == "prelu" else 0
+    if desc.kind == "binary" and desc.attrs.get("op") == "div":
+        # a * reciprocal(b): the reciprocal tile beside the operands (fp32 in ACC when wide, else fp16 in ACT)
+        if wide:
+            tmp32 = row32
+        else:
+            return row * (n_act * slots + 1), 0
+    if desc.kind == "activation" and desc.activation is not None and desc.activation.wide:
+        # input and output slots in ACT; the fp32 tile (and the hard swish's fp32 temporary) in ACC
+        return row * 2 * slots, row32 * (2 if desc.activation.temporary else 1)
+    if desc.kind == "activation" and desc.activation is not None and desc.activation.kind == "sqrt":
+        return row * n_act * slots, row32  # rsqrt(x) in fp32 on ACC, then its reciprocal rounded into ACT
     return row * n_act * slots, (row32 * (len(dtypes) + 1) * slots + tmp32 if wide else 0)
 
 
@@ -103,7 +114,13 @@ def _mean_row(desc: OpDesc) -> int:
 
 
 def mean_needs(desc: OpDesc, plan: MeanPlan) -> Dict[Space, int]:
-    return {Space.ACT: SCALARS + plan.outer * (2 * _mean_row(desc) + 64)}
+    """Every buffer lower_mean allocates: two input slots per outer row, the output slots (64 bytes
+    per outer row counted, more where the output row is wider), the fp32 sums and 1/count in ACC."""
+    _, _, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    o_shape = (1, plan.outer, 1, inner) if inner > 1 else (1, 1, plan.outer, 1)
+    outs = 2 * sram_bytes(o_shape, F16)
+    return {Space.ACT: SCALARS + plan.outer * (2 * _mean_row(desc) + 64) + max(0, outs - 64 * plan.outer),
+            Space.ACC: sram_bytes(o_shape, F32) + sram_bytes((1, 1, 1, 1), F32)}
 
 
 def mean(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> MeanPlan:
@@ -113,7 +130,110 @@ def mean(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> MeanPlan:
     if budget < 1:
         raise Unsupported(f"a mean over {red} x {inner} elements does not fit ACT")
     plan = MeanPlan(min(outer, budget), red, inner, double_buffer)
+    while plan.outer > 1 and over_budget(config, mean_needs(desc, plan)):  # wide output rows, the ACC sums
+        plan = MeanPlan(plan.outer - 1, red, inner, double_buffer)
     _check(config, mean_needs(desc, plan), "the mean tile")
+    return plan
+
+
+# ---- sum / max / min over adjacent axes -----------------------------------------------------------
+
+def reduce_shapes(desc: OpDesc, to: int, ti: int = 0, rr: int = 0):
+    """(input tile, output tile, reduced SRAM axis) of `to` outer rows x `ti` inner columns (0: all)
+    and `rr` reduced elements per chunk (0: all) of a reduction seen as (outer, red, inner): the
+    reduced axis is SRAM's w axis when inner > 1, else its channel axis."""
+    _, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    rr = rr or red
+    if inner > 1:
+        ti = ti or inner
+        return (1, to, rr, ti), (1, to, 1, ti), 2
+    return (1, 1, to, rr), (1, 1, to, 1), 3
+
+
+def reduce_needs(desc: OpDesc, plan: MeanPlan) -> Dict[Space, int]:
+    """Every buffer lower_reduce allocates: input and output slots (two each with double buffering);
+    sum: its fp32 accumulator in ACC; min: the -1 scalar; in chunks: the partial result (and for max /
+    min the running result in ACT)."""
+    n = 2 if plan.double_buffer else 1
+    _, red, _ = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    in_shape, o_shape, _ = reduce_shapes(desc, plan.outer, plan.inner, plan.chunk)
+    op = desc.attrs["op"]
+    chunked = plan.chunk < red
+    act = n * (sram_bytes(in_shape, F16) + sram_bytes(o_shape, F16)) + (sram_bytes((1, 1, 1, 1), F16)
+                                                                       if op == "min" else 0)
+    if chunked and op != "sum":
+        act += 2 * sram_bytes(o_shape, F16)
+    out = {Space.ACT: act}
+    if op == "sum":
+        out[Space.ACC] = sram_bytes(o_shape, F32) * (2 if chunked else 1)
+    return out
+
+
+def _largest(fits, hi: int) -> int:
+    """The largest n in 1..hi with fits(n) (fits is monotone), 0 when none."""
+    if not fits(1):
+        return 0
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def reduce(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> MeanPlan:
+    """Whole reductions, as many outer rows per tile as fit; when one outer row does not, a tile of
+    inner columns; when one column does not, the reduction in chunks (partial results combined)."""
+    outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+
+    def fits(to, rr, ti):
+        return not over_budget(config, reduce_needs(desc, MeanPlan(to, rr, ti, double_buffer)))
+
+    to = _largest(lambda t: fits(t, red, inner), outer)
+    if to:
+        plan = MeanPlan(to, red, inner, double_buffer)
+    else:
+        ti = _largest(lambda t: fits(1, red, t), inner) if inner > 1 else 0
+        if ti:
+            plan = MeanPlan(1, red, ti, double_buffer)
+        else:
+            rr = _largest(lambda r: fits(1, r, 1), red - 1)
+            if not rr:
+                raise Unsupported(f"a {desc.attrs['op']} over {red} x {inner} elements does not fit even one "
+                                  f"element per chunk")
+            plan = MeanPlan(1, rr, 1, double_buffer)
+    _check(config, reduce_needs(desc, plan), f"the {desc.attrs['op']} tile")
+    return plan
+
+
+# ---- layer norm over the last axis --------------------------------------------------------------
+
+def layer_norm_needs(desc: OpDesc, plan: SoftmaxPlan) -> Dict[Space, int]:
+    """Every buffer lower_layer_norm allocates: ACT input and output slots; ACC the fp32 rows (x - mean,
+    its square), the per-row mean and 1/std, gamma, beta and the scalars 1/n and epsilon."""
+    n = 2 if plan.double_buffer else 1
+    length, tr = desc.inputs[0].shape[-1], plan.rows
+    act = 2 * n * sram_bytes((1, 1, tr, length), F16)
+    acc = (2 * sram_bytes((1, 1, tr, length), F32) + 2 * sram_bytes((1, 1, tr, 1), F32)
+           + 2 * sram_bytes((1, 1, 1, length), F32) + 2 * sram_bytes((1, 1, 1, 1), F32))
+    return {Space.ACT: act, Space.ACC: acc}
+
+
+def layer_norm(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> SoftmaxPlan:
+    """Whole rows (the last axis), as many per tile as fit ACT and ACC."""
+    shape = desc.inputs[0].shape
+    rows, length = math.prod(shape[:-1]), shape[-1]
+    if over_budget(config, layer_norm_needs(desc, SoftmaxPlan(1, double_buffer))):
+        raise Unsupported(f"a layer norm row of {length} does not fit: "
+                          f"{over_budget(config, layer_norm_needs(desc, SoftmaxPlan(1, double_buffer)))}")
+    lo, hi = 1, rows
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if over_budget(config, layer_norm_needs(desc, SoftmaxPlan(mid, double_buffer))):
+            hi = mid - 1
+        else:
+            lo = mid
+    plan = SoftmaxPlan(lo, double_buffer)
+    _check(config, layer_norm_needs(desc, plan), "the layer norm tile")
     return plan
 
 

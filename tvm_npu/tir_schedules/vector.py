@@ -37,10 +37,29 @@ def table_param(k: int = None) -> str:
     return "T" if k is None else f"T{k}"
 
 _OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-        "max": tirx.max, "min": tirx.min,
+        "max": tirx.max, "min": tirx.min, "div": lambda a, b: a / b,
         # PReLU, b the slope (broadcast per channel): max(a, 0) + b * min(a, 0)
         "prelu": lambda a, b: tirx.max(a, tirx.const(0, a.dtype)) + b * tirx.min(a, tirx.const(0, a.dtype))}
 _CACHE: Dict[tuple, object] = {}
+
+
+def unary_expr(act, x):
+    """An activation or a unary operator (neg, abs, exp, sqrt, reciprocal, square) on fp32 x."""
+    f32 = lambda v: tirx.const(v, "float32")  # noqa: E731
+    k = act.kind if act is not None else None
+    if k == "neg":
+        return x * f32(-1.0)
+    if k == "abs":
+        return tirx.max(x, x * f32(-1.0))
+    if k == "exp":
+        return tirx.exp(x)
+    if k == "sqrt":
+        return f32(1.0) / tirx.rsqrt(x)
+    if k == "reciprocal":
+        return f32(1.0) / x
+    if k == "square":
+        return x * x
+    return activation_expr(act, x)
 
 
 def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[str],
@@ -71,7 +90,7 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
             vec = te.compute(out_shape, lambda *i: op(at(ins[0], shapes[0], i), at(ins[1], shapes[1], i)), name="vec")
             last = vec
     else:
-        vec = te.compute(out_shape, lambda *i: activation_expr(desc.activation, ins[0][i].astype("float32"))
+        vec = te.compute(out_shape, lambda *i: unary_expr(desc.activation, ins[0][i].astype("float32"))
                          .astype("float16"), name="vec")
         last = vec
     store = te.compute(out_shape, lambda *i: last[i], name="store")
@@ -372,5 +391,99 @@ def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, d
     if double_buffer:
         for blk in (xc, rb):
             sch.annotate(blk, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
+
+
+def reduce_schedule(outer: int, red: int, inner: int, to: int, ti: int, op: str, double_buffer: bool = True,
+                    rr: int = 0):
+    """sum / max / min over the middle axis of an (outer, red, inner) view ((outer, red) when inner == 1,
+    so the reduced axis is SRAM's channel axis), `to` outer rows x `ti` inner columns per tile, the
+    reduction in chunks of `rr` (0: whole; the decomposed reduction's init marks a tile's first chunk).
+    sum: `rsum` accumulates in fp32 (ACC) and `res` rounds to fp16; max / min: `rmax` / `rmin` in fp16
+    (ACT), exact, and `res` copies (the lowering reduces straight into the output slot). Memoised."""
+    rr = rr or red
+    key = ("reduce", outer, red, inner, to, ti, op, double_buffer, rr)
+    if key in _CACHE:
+        return _CACHE[key]
+    acc = "float32" if op == "sum" else "float16"
+    reducer = {"sum": te.sum, "max": te.max, "min": te.min}[op]
+    r = te.reduce_axis((0, red), "r")
+    if inner > 1:
+        X = te.placeholder((outer, red, inner), "float16", name="X")
+        rb = te.compute((outer, 1, inner), lambda o, z, i: reducer(X[o, r, i].astype(acc), axis=r), name=f"r{op}")
+    else:
+        X = te.placeholder((outer, red), "float16", name="X")
+        rb = te.compute((outer, 1), lambda o, z: reducer(X[o, r].astype(acc), axis=r), name=f"r{op}")
+    res = te.compute(rb.shape, lambda *i: rb[i].astype("float16"), name="res")
+    store = te.compute(rb.shape, lambda *i: res[i], name="store")
+    sch = s_tir.Schedule(te.create_prim_func([X, store]))
+    blk = sch.get_sblock(f"r{op}")
+    loops = sch.get_loops(blk)
+    o_o, o_i = sch.split(loops[0], [None, to])
+    r_o, r_i = sch.split(loops[-1], [None, rr])
+    if inner > 1:
+        i_o, i_i = sch.split(loops[2], [None, ti])
+        sch.reorder(o_o, i_o, r_o, o_i, loops[1], i_i, r_i)
+        tile = i_o
+    else:
+        sch.reorder(o_o, r_o, o_i, loops[1], r_i)
+        tile = o_o
+    sch.set_scope(blk, 0, ACC if op == "sum" else ACT)
+    xc = sch.cache_read(blk, 0, ACT)
+    sch.compute_at(xc, r_o)
+    rs = sch.get_sblock("res")
+    sch.set_scope(rs, 0, ACT)
+    sch.reverse_compute_at(rs, tile)
+    sch.reverse_compute_at(sch.get_sblock("store"), tile)
+    sch.decompose_reduction(blk, r_o)
+    if double_buffer:
+        for b in (xc, rs):
+            sch.annotate(b, "double_buffer_scope", 0)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
+
+
+def layer_norm_schedule(rows: int, length: int, eps: float, tile: int, double_buffer: bool = True):
+    """Layer norm over the last axis of a (rows, length) fp16 view, in fp32 on ACC: `x32` (widen), `mu`
+    (row mean), `xc` = x32 - mu, `var` (mean of xc^2), `rstd` = rsqrt(var + eps), `y` = xc * rstd *
+    gamma + beta, `out` (one rounding to fp16, ACT); gamma and beta (fp32, `G`, `B`) are read into ACC
+    once, outside the tile loop. `tile` rows per tile. Memoised."""
+    key = ("layer_norm", rows, length, eps, tile, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    f32 = lambda v: tirx.const(v, "float32")  # noqa: E731
+    X = te.placeholder((rows, length), "float16", name="X")
+    G = te.placeholder((length,), "float32", name="G")
+    B = te.placeholder((length,), "float32", name="B")
+    x32 = te.compute((rows, length), lambda i, k: X[i, k].astype("float32"), name="x32")
+    j = te.reduce_axis((0, length), "j")
+    mu = te.compute((rows, 1), lambda i, z: te.sum(x32[i, j] * f32(1.0 / length), axis=j), name="mu")
+    xc = te.compute((rows, length), lambda i, k: x32[i, k] - mu[i, 0], name="xc")
+    j2 = te.reduce_axis((0, length), "j2")
+    var = te.compute((rows, 1), lambda i, z: te.sum(xc[i, j2] * xc[i, j2] * f32(1.0 / length), axis=j2), name="var")
+    rstd = te.compute((rows, 1), lambda i, z: tirx.rsqrt(var[i, z] + f32(eps)), name="rstd")
+    y = te.compute((rows, length), lambda i, k: xc[i, k] * rstd[i, 0] * G[k] + B[k], name="y")
+    out = te.compute((rows, length), lambda i, k: y[i, k].astype("float16"), name="out")
+    store = te.compute((rows, length), lambda i, k: out[i, k], name="store")
+    sch = s_tir.Schedule(te.create_prim_func([X, G, B, store]))
+    ob = sch.get_sblock("out")
+    i_o, _ = sch.split(sch.get_loops(ob)[0], [None, tile])
+    sch.set_scope(ob, 0, ACT)
+    for name in ("y", "rstd", "var", "xc", "mu", "x32"):  # consumers first
+        blk = sch.get_sblock(name)
+        sch.set_scope(blk, 0, ACC)
+        sch.compute_at(blk, i_o)
+    yb = sch.get_sblock("y")
+    names = [r.source.name for r in sch.get(yb).reads]
+    for p in ("G", "B"):  # once, outside the tile loop
+        sch.cache_read(yb, [r.source.name for r in sch.get(yb).reads].index(p), ACC)
+    xcache = sch.cache_read(sch.get_sblock("x32"), 0, ACT)
+    sch.compute_at(xcache, i_o)
+    sch.reverse_compute_at(sch.get_sblock("store"), i_o)
+    if double_buffer:
+        for blk in (xcache, ob):
+            sch.annotate(blk, "double_buffer_scope", 0)
+    del names
     _CACHE[key] = (sch, {})
     return _CACHE[key]
