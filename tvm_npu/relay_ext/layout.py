@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional
 
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
