@@ -16,9 +16,11 @@ def _register() -> None:
     import npu_emulator
 
     from . import provenance, target
+    from .frontend import onnx_ops
     from .relay_ext import codegen, patterns
 
     provenance.install()  # frontends record which model operator each Relax call came from
+    onnx_ops.install()  # our converters in the ONNX frontend (tvm_npu/frontend/onnx_ops.py)
     npu_emulator.load_library()  # the emulator and the "npu" runtime module loader live in one library
     patterns.register()
     codegen.register()

@@ -21,7 +21,8 @@ from .codegen import CODEGEN_ARTIFACTS_KEY, CODEGEN_CONFIG_KEY
 from .fold import FoldWithNumpy
 from .ops import Constant
 from .lut import LUT_ATTR, FoldQuantizedLUTs, SplitSharedDequantize
-from .rewrites import ElementwiseTIRToRelax, FoldPadIntoConv, SplitReductions, SplitToSlices, UnflattenPrelu
+from .rewrites import (ElementwiseTIRToRelax, FoldPadIntoConv, SoftmaxFromParts, SplitReductions, SplitToSlices,
+                       UnflattenPrelu)
 
 
 def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
@@ -48,6 +49,7 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
     return tvm.transform.Sequential([
         ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
         SplitToSlices(),  # each part of a split one strided slice (a layout operator the NPU runs)
+        SoftmaxFromParts(),  # written-out softmax / log-softmax -> the operators (row max before fp16)
         FoldPadIntoConv(),  # zero pads become the convolution's DMA halo
         UnflattenPrelu(),  # TFLite's PRELU (x flattened, alpha tiled) back on x with a per-channel slope
         SplitReductions(),  # sum / max / min over non-adjacent axes: one reduction per run of adjacent axes

@@ -390,3 +390,85 @@ def _split_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
             if not new.same_as(fn):
                 rewriter.builder_.update_func(gv, new)
     return rewriter.builder_.get() if rewriter.changed else mod
+
+
+# ---- softmax and log-softmax written out ------------------------------------------------------------
+
+_OPS = {n: tvm.ir.Op.get(f"relax.{n}") for n in ("max", "subtract", "exp", "sum", "divide", "log")}
+
+
+@mutator
+class _SoftmaxRewriter(PyExprMutator):
+    """`exp(x - max(x)) / sum(exp(x - max(x)))` becomes `softmax(x)` and `(x - max(x)) - log(sum(exp(x -
+    max(x))))` becomes `log_softmax(x)` (one axis, kept dims): the same function, as ONNX's expanded
+    Softmax / LogSoftmax bodies write it. The fused operator subtracts the row maximum before anything
+    is rounded to fp16 (npu.softmax reads float32); written out, the maximum of values around 1e4
+    would be rounded to fp16 first."""
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+
+    def _call(self, expr, name):
+        v = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        return v if isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.same_as(_OPS[name]) else None
+
+    def _axis(self, call):
+        axis = call.attrs.axis
+        if axis is None or len(axis) != 1 or not call.attrs.keepdims:
+            return None
+        rank = len(call.args[0].ty.shape.values) if getattr(call.args[0].ty, "shape", None) is not None else None
+        return None if rank is None else int(axis[0]) % rank
+
+    def _shifted(self, sub_expr):
+        """x and the axis when sub_expr is x - max(x, axis, keepdims)."""
+        sub = self._call(sub_expr, "subtract")
+        mx = self._call(sub.args[1], "max") if sub is not None else None
+        if mx is None or not mx.args[0].same_as(sub.args[0]):
+            return None, None
+        return sub.args[0], self._axis(mx)
+
+    def _exp_sum(self, sum_expr, exp_expr=None):
+        """(x, axis) when sum_expr is sum(exp(x - max(x))) over the max's axis (and, given, exp_expr that exp)."""
+        s = self._call(sum_expr, "sum")
+        e = self._call(s.args[0], "exp") if s is not None else None
+        if e is None or (exp_expr is not None and self._call(exp_expr, "exp") is None):
+            return None, None
+        if exp_expr is not None and not (exp_expr.same_as(s.args[0]) or self._call(exp_expr, "exp").same_as(e)):
+            return None, None
+        x, axis = self._shifted(e.args[0])
+        return (x, axis) if axis is not None and axis == self._axis(s) else (None, None)
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op):
+            return call
+        if call.op.same_as(_OPS["divide"]) and self._call(call.args[0], "exp") is not None:
+            x, axis = self._exp_sum(call.args[1], call.args[0])
+            if x is not None:
+                self.changed = True
+                return relax.op.nn.softmax(x, axis=axis)
+        if call.op.same_as(_OPS["subtract"]):
+            lg = self._call(call.args[1], "log")
+            x1, axis1 = self._shifted(call.args[0])
+            if lg is not None and x1 is not None:
+                x, axis = self._exp_sum(lg.args[0])
+                if x is not None and x.same_as(x1) and axis == axis1:
+                    self.changed = True
+                    return relax.op.nn.log_softmax(x, axis=axis)
+        return call
+
+
+def SoftmaxFromParts() -> tvm.transform.Pass:
+    """Rewrites written-out softmax / log-softmax into the operators (see _SoftmaxRewriter)."""
+    return tvm.transform.module_pass(_softmax_from_parts, opt_level=0, name="tvm_npu.SoftmaxFromParts")
+
+
+def _softmax_from_parts(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    rewriter = _SoftmaxRewriter(mod)
+    for gv, fn in list(mod.functions.items()):
+        if isinstance(fn, relax.Function):
+            new = rewriter.visit_expr(fn)
+            if not new.same_as(fn):
+                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
+    return rewriter.builder_.get() if rewriter.changed else mod
