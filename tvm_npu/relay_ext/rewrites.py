@@ -105,6 +105,22 @@ def _rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewriter.builder_.get() if changed else mod
 
 
+def _mutator_pass(rewriter_class, name: str, prune: bool = True) -> tvm.transform.Pass:
+    """A module pass running `rewriter_class(mod)` (a PyExprMutator with a `changed` flag) over every
+    Relax function; with `prune`, bindings the rewrite left unused are removed."""
+
+    def run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = rewriter_class(mod)
+        for gv, fn in list(mod.functions.items()):
+            if isinstance(fn, relax.Function):
+                new = rewriter.visit_expr(fn)
+                if not new.same_as(fn):
+                    rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new) if prune else new)
+        return rewriter.builder_.get() if rewriter.changed else mod
+
+    return tvm.transform.module_pass(run, opt_level=0, name=f"tvm_npu.{name}")
+
+
 # ---- split -> strided slices ----------------------------------------------------------------------
 
 _SPLIT = tvm.ir.Op.get("relax.split")
@@ -147,17 +163,8 @@ class _SplitRewriter(PyExprMutator):
 
 def SplitToSlices() -> tvm.transform.Pass:
     """Rewrites the parts of static splits into strided slices (layout operators the NPU runs)."""
-    return tvm.transform.module_pass(_split_to_slices, opt_level=0, name="tvm_npu.SplitToSlices")
+    return _mutator_pass(_SplitRewriter, "SplitToSlices")
 
-
-def _split_to_slices(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    rewriter = _SplitRewriter(mod)
-    for gv, fn in list(mod.functions.items()):
-        if isinstance(fn, relax.Function):
-            new = rewriter.visit_expr(fn)
-            if not new.same_as(fn):
-                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
-    return rewriter.builder_.get() if rewriter.changed else mod
 
 
 # ---- a zero pad folded into the convolution that reads it ------------------------------------------
@@ -206,17 +213,8 @@ class _PadConvRewriter(PyExprMutator):
 
 def FoldPadIntoConv() -> tvm.transform.Pass:
     """Folds zero pads on the spatial axes into the padding of the convolutions that read them."""
-    return tvm.transform.module_pass(_fold_pad, opt_level=0, name="tvm_npu.FoldPadIntoConv")
+    return _mutator_pass(_PadConvRewriter, "FoldPadIntoConv")
 
-
-def _fold_pad(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    rewriter = _PadConvRewriter(mod)
-    for gv, fn in list(mod.functions.items()):
-        if isinstance(fn, relax.Function):
-            new = rewriter.visit_expr(fn)
-            if not new.same_as(fn):
-                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
-    return rewriter.builder_.get() if rewriter.changed else mod
 
 
 # ---- TFLite's flattened PReLU back on the tensor it works on ---------------------------------------
@@ -318,17 +316,8 @@ class _PreluRewriter(PyExprMutator):
 
 def UnflattenPrelu() -> tvm.transform.Pass:
     """Puts TFLite's flattened PReLU back on the tensor it works on, with a per-axis constant slope."""
-    return tvm.transform.module_pass(_unflatten_prelu, opt_level=0, name="tvm_npu.UnflattenPrelu")
+    return _mutator_pass(_PreluRewriter, "UnflattenPrelu")
 
-
-def _unflatten_prelu(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    rewriter = _PreluRewriter(mod)
-    for gv, fn in list(mod.functions.items()):
-        if isinstance(fn, relax.Function):
-            new = rewriter.visit_expr(fn)
-            if not new.same_as(fn):
-                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
-    return rewriter.builder_.get() if rewriter.changed else mod
 
 
 # ---- reductions over non-adjacent axes as one reduction per run of adjacent axes ------------------
@@ -379,17 +368,8 @@ class _ReductionSplitter(PyExprMutator):
 
 def SplitReductions() -> tvm.transform.Pass:
     """Reductions (sum / max / min) over non-adjacent axes as one reduction per run of adjacent axes."""
-    return tvm.transform.module_pass(_split_reductions, opt_level=0, name="tvm_npu.SplitReductions")
+    return _mutator_pass(_ReductionSplitter, "SplitReductions", prune=False)
 
-
-def _split_reductions(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    rewriter = _ReductionSplitter(mod)
-    for gv, fn in list(mod.functions.items()):
-        if isinstance(fn, relax.Function):
-            new = rewriter.visit_expr(fn)
-            if not new.same_as(fn):
-                rewriter.builder_.update_func(gv, new)
-    return rewriter.builder_.get() if rewriter.changed else mod
 
 
 # ---- softmax and log-softmax written out ------------------------------------------------------------
@@ -461,14 +441,5 @@ class _SoftmaxRewriter(PyExprMutator):
 
 def SoftmaxFromParts() -> tvm.transform.Pass:
     """Rewrites written-out softmax / log-softmax into the operators (see _SoftmaxRewriter)."""
-    return tvm.transform.module_pass(_softmax_from_parts, opt_level=0, name="tvm_npu.SoftmaxFromParts")
+    return _mutator_pass(_SoftmaxRewriter, "SoftmaxFromParts")
 
-
-def _softmax_from_parts(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    rewriter = _SoftmaxRewriter(mod)
-    for gv, fn in list(mod.functions.items()):
-        if isinstance(fn, relax.Function):
-            new = rewriter.visit_expr(fn)
-            if not new.same_as(fn):
-                rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new))
-    return rewriter.builder_.get() if rewriter.changed else mod
