@@ -49,6 +49,14 @@ def dtype_of(name: str) -> DType:
         raise ValueError(f"dtype {name} has no NPU equivalent ({sorted(_DTYPES)})") from None
 
 
+def dtype_name(dtype: DType) -> str:
+    """The tensor dtype name of an ISA dtype (dtype_of's inverse)."""
+    return _NAMES[dtype]
+
+
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
 def storage_dtype(desc, t) -> DType:
     """How an operand of `desc` is stored in DRAM unless the memory plan says otherwise: integer
     composites keep their integer dtypes; float constants of elementwise binaries are fp32 (computed in

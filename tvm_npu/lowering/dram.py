@@ -9,13 +9,12 @@ from typing import Any, Dict, List, Set
 
 from ..artifact import IOTensor
 from ..ir.desc import FunctionDesc, Unsupported
+from ..ir.memory import dtype_name
 from ..isa import DType, Region
 from .memory import DramTensor
 
 _NPU_DTYPE = {"float32": DType.FP16, "float16": DType.FP16, "int8": DType.INT8, "int16": DType.INT16,
               "int32": DType.INT32}
-_IO_NAME = {DType.FP16: "float16", DType.FP32: "float32", DType.INT8: "int8", DType.INT16: "int16",
-            DType.INT32: "int32"}
 FP32_READERS = {"softmax", "binary"}  # operator kinds that read a float32 operand without rounding it
 
 
@@ -49,13 +48,13 @@ def plan_memory(fd: FunctionDesc) -> MemoryPlan:
     io: List[IOTensor] = []
     io_top = 0
 
-    def io_tensor(name: str, kind: str, shape, dtype_name: str, keep_fp32: bool = False) -> DramTensor:
+    def io_tensor(name: str, kind: str, shape, type_name: str, keep_fp32: bool = False) -> DramTensor:
         nonlocal io_top
-        dtype = DType.FP32 if keep_fp32 and dtype_name == "float32" else _NPU_DTYPE.get(dtype_name)
+        dtype = DType.FP32 if keep_fp32 and type_name == "float32" else _NPU_DTYPE.get(type_name)
         if dtype is None:
-            raise Unsupported(f"{kind} {name} of dtype {dtype_name}")
+            raise Unsupported(f"{kind} {name} of dtype {type_name}")
         t = DramTensor(Region.IO, io_top, tuple(shape), dtype)
-        io.append(IOTensor(name, kind, _IO_NAME[dtype], tuple(shape), io_top, "logical"))
+        io.append(IOTensor(name, kind, dtype_name(dtype), tuple(shape), io_top, "logical"))
         io_top = (io_top + t.nbytes + 15) // 16 * 16
         return t
 

@@ -12,15 +12,13 @@ from typing import List
 
 from ..ir.desc import OpDesc
 from ..ir.geometry import layout_geom
+from ..ir.memory import dtype_name
 from ..ir.plan import RowPlan
-from ..isa import DType, Instr
+from ..isa import Instr
 from ..tir_schedules.layout import layout_schedule
 from .emit import Lowerer, at, load, vector_events
 from .memory import DramTensor, SramAllocator
 from .pipeline import Step
-
-_NAMES = {DType.FP16: "float16", DType.FP32: "float32", DType.INT8: "int8", DType.INT16: "int16",
-          DType.INT32: "int32"}
 
 
 def lower_layout(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTensor, plan: RowPlan) -> None:
@@ -28,8 +26,8 @@ def lower_layout(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTen
     x, = ins
     x4 = DramTensor(x.region, x.offset, g.in_shape, x.dtype)
     o4 = DramTensor(out.region, out.offset, g.out_shape, out.dtype)
-    events = vector_events(layout_schedule, g.in_shape, g.out_shape, g.src, g.fixed, _NAMES[x.dtype], _NAMES[out.dtype],
-                           plan.t1, plan.t2, low.double_buffer)
+    events = vector_events(layout_schedule, g.in_shape, g.out_shape, g.src, g.fixed, dtype_name(x.dtype),
+                           dtype_name(out.dtype), plan.t1, plan.t2, low.double_buffer)
     alloc = SramAllocator(low.config)
     bufs, _, _ = low.event_slots(alloc, events)
     params = {"in0": x4, "store": o4}

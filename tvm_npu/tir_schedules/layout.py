@@ -15,7 +15,7 @@ loop and stores there.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Tuple
 
 from tvm import s_tir, te
 
@@ -61,17 +61,3 @@ def layout_schedule(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: 
             sch.annotate(blk, "double_buffer_scope", 0)
     _CACHE[key] = (sch, {})
     return _CACHE[key]
-
-
-def identity(rank: int = 4) -> Mapping:
-    return tuple((k, 0, 1) for k in range(rank))
-
-
-def padded_mapping(src: Sequence[Tuple[int, int, int]], rank_in: int, rank_out: int) -> Mapping:
-    """A mapping of rank-`rank_out` output axes onto rank-`rank_in` input axes, on the 4-D views
-    (leading unit dims added to both): the added output axes walk the added input axes."""
-    pin, pout = 4 - rank_in, 4 - rank_out
-    lead = [(k, 0, 1) for k in range(pout)]
-    if pout > pin:
-        raise ValueError("an output of higher rank than its input is a reshape, not a gather")
-    return tuple(lead + [(d + pin, start, step) for d, start, step in src])
