@@ -196,7 +196,7 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
             fused = P.fuse_float(folded, state)
     else:
         raise Unsupported(f"code generation kept failing after {MAX_ROUNDS} rounds")
-    report = PartitionReport(config.name, P.placements(early, folded, fused, state), functions or {},
+    report = PartitionReport(config.name, P.placements(early, folded, fused, state, label), functions or {},
                              sorted(label.get(v, str(v)) for v in vetoed), options.to_dict(),
                              _unused_overrides(options, compiled))
     symbols = [s for s, _ in P.npu_functions(fused)]

@@ -295,13 +295,13 @@ def main_calls(mod: tvm.IRModule) -> List[tuple]:
 
 
 def placements(early: tvm.IRModule, folded: tvm.IRModule, fused: tvm.IRModule,
-                state: pt.PartitionState) -> List[OperatorPlacement]:
+                state: pt.PartitionState, label: Optional[Dict[Any, str]] = None) -> List[OperatorPlacement]:
     """Every operator of main: on the NPU when fusion moved it into an NPU function, else on the CPU
     with the reasons its checks gave (or that no pattern covers it). Operators of integer composites
     (fused before constant folding) are listed from the module before folding."""
     remaining = {var for var, _ in main_calls(fused)}
     where = {v: (name, symbol) for symbol, cov in function_vars(fused, state).items() for v, name in cov}
-    label = {**labels(early), **labels(folded)}
+    label = label if label is not None else {**labels(early), **labels(folded)}  # (the driver has them)
     in_folded = {v for v, _ in main_calls(folded)}
     quant_vars = {v for name, group in state.groups if find(name).integer for v in group}
     folds = dict(early.attrs[LUT_ATTR]) if early.attrs is not None and LUT_ATTR in early.attrs else {}
