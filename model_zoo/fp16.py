@@ -6,15 +6,23 @@ contract for float graphs (fp16 storage, fp32 accumulation) without any of the c
 so the error of this emulation against plain onnxruntime is the floor a correct NPU
 compilation can be expected to reach: when the NPU's error is of the same size, the difference
 is the model's sensitivity to fp16, not a compiler bug.
+
+One emulation is one sample of fp16's error, and where a model is ill-conditioned (a near-tie of
+two classes behind a softmax) that sample can be unrepresentatively small. The noise ensemble
+(`fp16_noise_envelope`) runs the model several times with every float node output multiplied by
+(1 + u * 2**-11), u uniform in [-1, 1] and fixed per seed (the size of fp16's rounding error, drawn
+by onnxruntime's RandomUniformLike), weights rounded to fp16 as above: each output element's largest
+deviation over the ensemble is what fp16 storage can do to it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
 _FP16_MAX = 65504.0
+NOISE_SEEDS = 8
 
 
 def _round16(a: np.ndarray) -> np.ndarray:
@@ -23,8 +31,13 @@ def _round16(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float16).astype(np.float32)
 
 
-def fp16_emulated_model(model):
-    """A copy of the ONNX model with fp16 storage emulated (see the module docstring)."""
+NOISE_REL = 2.0**-11  # fp16's largest relative rounding error (half an ulp at the bottom of a binade)
+
+
+def fp16_emulated_model(model, noise_seed: Optional[int] = None):
+    """A copy of the ONNX model with fp16 storage emulated (see the module docstring); with
+    `noise_seed`, every float node output is instead multiplied by a fixed random factor in
+    1 +- NOISE_REL (one member of the noise ensemble)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -53,21 +66,53 @@ def fp16_emulated_model(model):
         if float_values is not None and out not in float_values:
             continue
         n.output[0] = out + "__fp32"
-        nodes.append(helper.make_node("Cast", [out + "__fp32"], [out + "__fp16"], to=TensorProto.FLOAT16))
-        nodes.append(helper.make_node("Cast", [out + "__fp16"], [out], to=TensorProto.FLOAT))
+        if noise_seed is None:
+            nodes.append(helper.make_node("Cast", [out + "__fp32"], [out + "__fp16"], to=TensorProto.FLOAT16))
+            nodes.append(helper.make_node("Cast", [out + "__fp16"], [out], to=TensorProto.FLOAT))
+        else:
+            seed = float(noise_seed * 100003 + len(nodes))  # distinct per node and per ensemble member
+            nodes.append(helper.make_node("RandomUniformLike", [out + "__fp32"], [out + "__noise"],
+                                          low=1.0 - NOISE_REL, high=1.0 + NOISE_REL, seed=seed))
+            nodes.append(helper.make_node("Mul", [out + "__fp32", out + "__noise"], [out]))
     del g.node[:]
     g.node.extend(nodes)
     return model
 
 
+def _session(model):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # no cast folded away
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
 def fp16_emulated_runner(path, input_name: str, output_names: Sequence[str]) -> Callable[[np.ndarray], List[np.ndarray]]:
     """onnxruntime on the fp16-emulated model (graph optimisations off, so no cast is folded away)."""
     import onnx
-    import onnxruntime as ort
 
-    model = fp16_emulated_model(onnx.load(str(path)))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = _session(fp16_emulated_model(onnx.load(str(path))))
     return lambda x: [np.asarray(v) for v in sess.run(list(output_names), {input_name: x})]
+
+
+def fp16_noise_deviation(path, input_name: str, output_names: Sequence[str], seeds: int = NOISE_SEEDS
+                         ) -> Callable[[np.ndarray, Sequence[np.ndarray]], List[np.ndarray]]:
+    """A function (input, reference outputs) -> per output, each element's largest deviation from
+    the reference over the noise ensemble's `seeds` runs: how far fp16-sized noise moves it, in
+    either direction. Sessions are built on first use (only inputs outside their bound need it)."""
+    import onnx
+
+    sessions: List = []
+
+    def run(x: np.ndarray, refs: Sequence[np.ndarray]) -> List[np.ndarray]:
+        if not sessions:
+            base = onnx.load(str(path))
+            sessions.extend(_session(fp16_emulated_model(base, noise_seed=k)) for k in range(seeds))
+        devs = [np.zeros(np.shape(r), dtype=np.float64) for r in refs]
+        for sess in sessions:
+            for d, e, r in zip(devs, sess.run(list(output_names), {input_name: x}), refs):
+                np.maximum(d, np.abs(np.asarray(e, np.float64) - np.asarray(r, np.float64)), out=d)
+        return devs
+
+    return run

@@ -67,6 +67,20 @@ def within(stats: Dict[str, float], tol: Tolerance) -> bool:
             and stats["mean_abs"] <= tol.mean_abs)
 
 
+def noise_check(y: np.ndarray, ref: np.ndarray, noise_dev: np.ndarray, bound: float) -> Dict[str, Any]:
+    """For an output beyond its bound: the elements beyond it, and those of them also beyond what the
+    fp16 noise ensemble moves them (`noise_dev`: each element's largest deviation from `ref` over the
+    ensemble, model_zoo/fp16.py) plus the bound. 0 of the latter: the error is fp16's, not the compiler's."""
+    diff = np.abs(np.asarray(y, np.float64) - np.asarray(ref, np.float64))
+    over = diff > bound
+    beyond = over & (diff > noise_dev + bound)
+    worst_at = np.unravel_index(int(np.argmax(np.where(over, diff, -1.0))), diff.shape) if over.any() else ()
+    return {"beyond_bound": int(over.sum()), "beyond_noise": int(beyond.sum()),
+            "max_noise_dev": float(noise_dev.max()) if noise_dev.size else 0.0,
+            "worst": {"index": [int(i) for i in worst_at], "error": float(diff[worst_at]) if over.any() else 0.0,
+                      "noise_dev": float(noise_dev[worst_at]) if over.any() else 0.0}}
+
+
 def worst(stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
     """The worst value of each statistic over samples (sqnr: the lowest)."""
     if not stats:

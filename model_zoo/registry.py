@@ -689,10 +689,6 @@ register(ZooModel(
            "dropped): the same string as the reference, and for rendered lines also the rendered text",
     output_names=("softmax_11.tmp_0",),
     tolerances={"softmax_11.tmp_0": PPOCR_REC_TOLERANCE},
-    expected_failure="compiler: on the rendered line 'tvm_npu compiler', column 22 is a near-tie of blank and 'c' "
-                     "(onnxruntime 0.452 / 0.548, fp16 storage emulated on onnxruntime 0.453 / 0.546) that the NPU "
-                     "turns into 0.730 / 0.270: max abs 0.278 where fp16 storage alone gives 0.0046 on that input "
-                     "(the decoded string still agrees); not located yet",
     onnxslim=True,  # its Reshapes take shapes computed by Shape/Gather/Concat (TVM 0.27: "Reshape requires ... Shape")
 ))
 

@@ -64,7 +64,9 @@ def table(results, markdown: bool = False) -> str:
         ratio = ratio_of(worst_name) if worst_name else float("nan")
         rows.append((
             r.model, r.status.upper(), r.task_agreement,
-            f"{worst['max_abs']:.3g} ({ratio:.2f}x)" if worst else "-",
+            (f"{worst['max_abs']:.3g} ({ratio:.2f}x" + (", fp16 noise)" if any(w.endswith(":" + worst_name)
+                                                                          for w in r.within_noise) else ")"))
+            if worst else "-",
             f"{r.ops_npu}/{r.ops_total} {r.ops_share:.0%}" if r.npu and r.ops_total else "-",
             f"{r.macs_share:.1%}" if r.npu and r.macs_total else "-",
             f"{r.counters['cycles']:,}" if r.counters else "-",
