@@ -326,7 +326,7 @@ def run_model(model: ZooModel, target: str = "npu", force_offload: bool = False,
         vm = relax.VirtualMachine(ex, tvm.cpu())
         ref_run = reference_runner(model, path, out_names)
         emul_run = noise_run = None
-        if fp16_floor and model.format == "onnx":
+        if fp16_floor and model.format == "onnx" and model.precision == "float":
             from .fp16 import fp16_emulated_runner, fp16_noise_deviation
 
             emul_run = fp16_emulated_runner(path, model.input_name, out_names)

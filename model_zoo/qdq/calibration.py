@@ -114,3 +114,16 @@ def text_detection_calibration(height: int, width: int, progress: bool = True) -
     imgs.append(("rocket_caption", _photo_with_caption("rocket", js)))
     imgs += [(n, D.skimage_image(n)) for n in ("camera", "chelsea", "coins", "immunohistochemistry")]
     return [D.Sample(name, D.db_input(img, height, width)[0]) for name, img in imgs]
+
+
+def text_lines(count: int = 12) -> List[Tuple[str, np.ndarray]]:
+    """`count` single text lines (uint8 RGB) of 3-6 words from the calibration texts, rendered with
+    Pillow's bundled font at sizes 28-40 (the text-line evaluation inputs are other words)."""
+    words = " ".join(_texts()[1:]).split()  # json, difflib and textwrap docstrings (the Zen is an input elsewhere)
+    out, k = [], 0
+    for i in range(count):
+        n = 3 + i % 4
+        line = " ".join(words[k:k + n])
+        k += n
+        out.append((f"line_{i}", D.render_text_line(line, size=28 + 4 * (i % 4))))
+    return out

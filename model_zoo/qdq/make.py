@@ -34,6 +34,10 @@ def quantize(float_path: Path, out_path: Path, input_name: str, input_shape: Seq
 
     model = fix_onnx_input_shapes(onnx.load(str(float_path)), {input_name: input_shape}, float_path.name)
     opset_in = opset_of(model)
+    if settings.slim:
+        import onnxslim
+
+        model = onnxslim.slim(model, skip_optimizations=["graph_fusion"])  # as tvm_npu.importer does
     model = upgrade_opset(model, settings.min_opset)
     with collected_warnings() as warnings, \
             tempfile.TemporaryDirectory(prefix="qdq-", dir=out_path.parent) as tmp:

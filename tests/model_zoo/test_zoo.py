@@ -308,7 +308,7 @@ def test_zoo_model_on_npu_quick(zoo, name):
 
 @pytest.mark.parametrize("name", ["mediapipe-face-landmark", "ppocr-mobile-v2-cls", "ppocr-v4-det", "ppocr-v4-rec",
                                   "mediapipe-pose-landmark-full", "mediapipe-hand-landmark-lite", "layout-cdla",
-                                  "oww-speech-embedding", "oww-alexa", "minilm-l6"])
+                                  "oww-speech-embedding", "oww-alexa", "minilm-l6", "ppocr-mobile-v2-cls-int8"])
 @slow[0]
 @slow[1]
 def test_zoo_model_on_npu(zoo, name):
