@@ -197,7 +197,9 @@ class ModelResult:
         lines.append(f"  host wall time per input: {self.wall_s * 1e3:.1f} ms (reference {self.ref_wall_s * 1e3:.1f} ms)")
         if self.counters:
             lines.append(f"  NPU: {self.counters['cycles']} cycles = {self.counters['npu_us']:.0f} us at "
-                         f"{self.counters['clock_mhz']} MHz, {self.counters['macs'] / 1e6:.1f} M MACs")
+                         f"{self.counters['clock_mhz']} MHz, {self.counters['macs'] / 1e6:.1f} M MACs; float16 "
+                         f"overflows {self.counters.get('fp16_overflows', 0)}, NaNs {self.counters.get('nans', 0)}, "
+                         f"flushed to zero {self.counters.get('underflows', 0)}")
         if self.layer_cycles:
             lines.append(f"  NPU layers: {self.layer_cycles} cycles against a roofline of {self.roofline_cycles:.0f} "
                          f"(efficiency {self.efficiency:.1%}); the performance model predicted {self.predicted_cycles}")
@@ -248,7 +250,8 @@ def _counters(module, config_name: str) -> Optional[Dict[str, Any]]:
         from tvm_npu import get_config
         from tvm_npu.runtime_module import find_npu_modules
 
-        total = {"cycles": 0, "macs": 0, "instructions": 0, "dma_read_bytes": 0, "dma_write_bytes": 0}
+        total = {"cycles": 0, "macs": 0, "instructions": 0, "dma_read_bytes": 0, "dma_write_bytes": 0,
+                 "fp16_overflows": 0, "nans": 0, "underflows": 0}
         symbols = 0
         for m in find_npu_modules(module):
             for s in m["npu_symbols"]():
@@ -259,6 +262,9 @@ def _counters(module, config_name: str) -> Optional[Dict[str, Any]]:
                 total["instructions"] += c.instructions
                 total["dma_read_bytes"] += sum(c.dma_read_bytes)
                 total["dma_write_bytes"] += sum(c.dma_write_bytes)
+                total["fp16_overflows"] += c.fp16_overflows
+                total["nans"] += c.nans
+                total["underflows"] += c.underflows
         if not symbols:
             return None
         clock = get_config(config_name).clock_mhz

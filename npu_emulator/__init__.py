@@ -58,15 +58,37 @@ class Counters:
     dma_read_bytes: Tuple[int, int, int]
     dma_write_bytes: Tuple[int, int, int]
     sram_high_water: Tuple[int, int, int]
+    # numeric events of the float results, per instruction that had any, in program order:
+    # (instruction, values stored, overflows to inf, NaNs, nonzero values flushed to zero)
+    fp_events: Tuple[Tuple[int, int, int, int, int], ...] = ()
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = [list(e) for e in v] if f.name == "fp_events" else list(v) if isinstance(v, tuple) else v
+        return out
+
+    @property
+    def fp16_overflows(self) -> int:
+        return sum(e[2] for e in self.fp_events)
+
+    @property
+    def nans(self) -> int:
+        return sum(e[3] for e in self.fp_events)
+
+    @property
+    def underflows(self) -> int:
+        return sum(e[4] for e in self.fp_events)
 
     @classmethod
     def _from_native(cls, m) -> "Counters":
         kw = {}
         for f in dataclasses.fields(cls):
+            if f.name == "fp_events":
+                flat = [int(x) for x in m[f.name]] if f.name in m else []
+                kw[f.name] = tuple(tuple(flat[i:i + 5]) for i in range(0, len(flat), 5))
+                continue
             v = m[f.name]
             kw[f.name] = int(v) if isinstance(v, int) else tuple(int(x) for x in v)
         return cls(**kw)

@@ -34,10 +34,11 @@ from .driver import compile_function, partition_for_npu  # noqa: E402
 from .options import CompileOptions, CpuModel, compile_options, current_options  # noqa: E402
 from .report import PartitionReport, last_report, report_of  # noqa: E402
 from .profiling import enable_trace, profile  # noqa: E402
+from .runtime_module import NumericsError, NumericsWarning  # noqa: E402
 
 __all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report",
            "report_of", "PartitionReport", "compile_options", "current_options", "CompileOptions", "CpuModel",
-           "enable_trace", "profile", "partition_for_npu", "compile_function", "__version__"]
+           "enable_trace", "profile", "partition_for_npu", "compile_function", "__version__", "NumericsError", "NumericsWarning"]
 
 from .relay_ext import compat as relay_compat  # noqa: E402
 

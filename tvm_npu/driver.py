@@ -85,7 +85,7 @@ def _compile_function(fn, symbol, config, options, labels) -> CompiledFunction:
     low = Lowerer(config, ConstPool(), options.double_buffer)
     records = [_lower_operator(low, fd, i, memory, config, options, labels) for i in range(len(fd.ops))]
     low.program.emit("end")                                                  # tokens: emitted per operator
-    art = _package(config, symbol, low.program.encode(), low, memory, records)   # package
+    art = _package(config, symbol, low.program.encode(), low, memory, records, options)   # package
     if options.verify:                                                       # validate
         validate(art.program, config, const_bytes=len(art.constants), io_bytes=art.io_bytes,
                  scratch_bytes=art.scratch_bytes)
@@ -129,12 +129,13 @@ def _operands(consts: ConstPool, op: FunctionOp, memory: MemoryPlan) -> List[Dra
 
 
 def _package(config: NPUConfig, symbol: str, program: bytes, low: Lowerer, memory: MemoryPlan,
-             records: List[OpRecord]) -> Artifact:
+             records: List[OpRecord], options: CompileOptions) -> Artifact:
     emitted = [r for r in records if r.instr_range[1] > r.instr_range[0]]  # aliased reshapes emit nothing
     provenance = [ProvenanceRange(r.instr_range[0], r.instr_range[1], r.composite,
                                   f"{' + '.join(r.sources)}: {r.binding}") for r in emitted]
     return Artifact(config, program, bytes(low.consts.data), memory.io, memory.scratch_bytes, provenance,
-                    {"tvm_npu": __version__, "symbol": symbol, "transposing_dma": low.stats["transposing_dma"],
+                    {"tvm_npu": __version__, "symbol": symbol, "fp16_overflow": options.fp16_overflow,
+                     "transposing_dma": low.stats["transposing_dma"],
                      "steps": low.stats["steps"], "layers": [r.to_dict(config) for r in emitted],
                      "aliases": [r.binding for r in records if r.instr_range[1] == r.instr_range[0]]})
 

@@ -30,6 +30,9 @@ class CpuModel:
     convert_elems_per_s: float = 1.0e9  # fp32 <-> fp16 on the host at the boundary
 
 
+FP16_OVERFLOW_POLICIES = ("warn", "error", "ignore")
+
+
 @dataclasses.dataclass(frozen=True)
 class CompileOptions:
     """Compiler behaviour. Every field is a decision a user (or a search) may change; none of them
@@ -42,6 +45,9 @@ class CompileOptions:
                    provenance label (the user's binding names, as the report shows them) matches;
                    the tiling stage checks it like any other plan and refuses it with the reason
     verify         run the stage verifiers (isa.validate on every program) between stages
+    fp16_overflow  what a run does when an NPU layer's float results overflow to inf or become NaN:
+                   "warn" (a tvm_npu.NumericsWarning naming the layer), "error" (the call raises
+                   tvm_npu.NumericsError) or "ignore"; carried in the artifact, checked by the runtime
     """
 
     should_run: bool = True
@@ -49,8 +55,12 @@ class CompileOptions:
     double_buffer: bool = True
     plan_overrides: Tuple[Tuple[str, Any], ...] = ()
     verify: bool = True
+    fp16_overflow: str = "warn"
 
     def __post_init__(self) -> None:
+        if self.fp16_overflow not in FP16_OVERFLOW_POLICIES:
+            raise ValueError(f"fp16_overflow must be one of {', '.join(FP16_OVERFLOW_POLICIES)}, "
+                             f"not {self.fp16_overflow!r}")
         if isinstance(self.plan_overrides, Mapping):
             object.__setattr__(self, "plan_overrides", tuple(sorted(self.plan_overrides.items())))
         if self.cpu is None:
@@ -64,7 +74,7 @@ class CompileOptions:
 
     def to_dict(self) -> dict:
         return {"should_run": self.should_run, "cpu": dataclasses.asdict(self.cpu),
-                "double_buffer": self.double_buffer, "verify": self.verify,
+                "double_buffer": self.double_buffer, "verify": self.verify, "fp16_overflow": self.fp16_overflow,
                 "plan_overrides": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.plan_overrides}}
 
 

@@ -710,13 +710,17 @@ Counters Run(const isa::Config& cfg, const uint8_t* program, size_t program_size
   for (size_t i = 0; i < ops.size(); ++i) order[i] = uint32_t(i);
   std::stable_sort(order.begin(), order.end(), [&](uint32_t x, uint32_t y) { return tm[x].start < tm[y].start; });
   Machine m(cfg, dram, const_written);
+  FpEvents& ev = ThreadFpEvents();
   for (uint32_t i : order) {
+    ev = FpEvents();
     try {
       m.Execute(ops[i].in);
     } catch (const KernelFault& f) {
       throw Error(Str("instruction ", i, " (", ops[i].mnemonic, "): ", f.reason));
     }
+    if (ev.any()) c.fp_events.push_back({int64_t(i), ev.stored, ev.overflow, ev.nan, ev.underflow});
   }
+  std::sort(c.fp_events.begin(), c.fp_events.end());  // program order (execution follows start times)
   return c;
 }
 

@@ -57,6 +57,46 @@ inline uint16_t DoubleToHalf(double d) {
 
 inline uint16_t FloatToHalf(float f) { return DoubleToHalf(double(f)); }
 
+// ---- numeric events ---------------------------------------------------------------------------------
+
+// What the float results of one instruction did (the machine resets and collects it per instruction):
+// `stored` float values written, `overflow` values that became +-inf from a finite value (an fp16
+// result beyond 65504, or an fp32 result beyond float's range; every inf stored into fp32 counts),
+// `nan` NaNs written, `underflow` nonzero finite values that rounded to zero in fp16. Counting
+// changes no result.
+struct FpEvents {
+  int64_t stored = 0, overflow = 0, nan = 0, underflow = 0;
+  bool any() const { return overflow != 0 || nan != 0 || underflow != 0; }
+};
+
+inline FpEvents& ThreadFpEvents() {
+  thread_local FpEvents events;
+  return events;
+}
+
+// Rounds x to binary16 and counts what the rounding did.
+inline uint16_t CountedHalf(double x, FpEvents& ev) {
+  uint16_t h = DoubleToHalf(x);
+  if ((h & 0x7c00) == 0x7c00) {
+    if (h & 0x3ff) {
+      ++ev.nan;
+    } else if (std::isfinite(x)) {
+      ++ev.overflow;
+    }
+  } else if ((h & 0x7fff) == 0 && x != 0.0) {
+    ++ev.underflow;
+  }
+  return h;
+}
+
+inline void CountFloat(float x, FpEvents& ev) {
+  if (std::isnan(x)) {
+    ++ev.nan;
+  } else if (std::isinf(x)) {
+    ++ev.overflow;
+  }
+}
+
 // ---- TFLite / gemmlowp fixed point (reference, non-single-rounding variant) -------------------------
 
 inline int32_t SaturatingRoundingDoublingHighMul(int32_t a, int32_t b) {

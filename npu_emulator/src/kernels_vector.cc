@@ -74,12 +74,15 @@ void StoreRowInt(const View& v, int64_t r, const int32_t* in) {
 
 void StoreRowFloat(const View& v, int64_t r, const float* in) {
   uint8_t* p = v.row(r);
+  FpEvents& ev = ThreadFpEvents();
+  ev.stored += v.c;
   if (v.dtype == uint8_t(DType::FP16)) {
     for (int64_t i = 0; i < v.c; ++i) {
-      uint16_t h = FloatToHalf(in[i]);
+      uint16_t h = CountedHalf(double(in[i]), ev);
       std::memcpy(p + 2 * i, &h, 2);
     }
   } else {
+    for (int64_t i = 0; i < v.c; ++i) CountFloat(in[i], ev);
     std::memcpy(p, in, size_t(v.c) * 4);
   }
 }
@@ -349,16 +352,19 @@ double Apply(isa::Func func, double x) {
 void FuncKernel(isa::Func func, const View& a, const View& o) {
   OutImage out(o);
   std::vector<float> x(size_t(a.c));
+  FpEvents& ev = ThreadFpEvents();
   for (int64_t r = 0; r < a.rows(); ++r) {
     LoadRowFloat(a, r, x.data());
     uint8_t* y = out.view().row(r);
+    ev.stored += a.c;
     for (int64_t c = 0; c < a.c; ++c) {
       double v = Apply(func, double(x[size_t(c)]));  // double, then one rounding to the output type
       if (o.dtype == uint8_t(DType::FP16)) {
-        uint16_t h = DoubleToHalf(v);
+        uint16_t h = CountedHalf(v, ev);
         std::memcpy(y + 2 * c, &h, 2);
       } else {
         float s = float(v);
+        CountFloat(s, ev);
         std::memcpy(y + 4 * c, &s, 4);
       }
     }

@@ -192,7 +192,8 @@ def test_end_only_program(npu_emulator):
         assert res.counters.to_dict() == {
             "cycles": cfg.control_cycles, "instructions": 1, "queue_busy": [0, cfg.control_cycles, 0],
             "queue_stall": [0, 0, 0], "unit_busy": [0, 0, 0, 0, cfg.control_cycles], "macs": 0,
-            "dma_read_bytes": [0, 0, 0], "dma_write_bytes": [0, 0, 0], "sram_high_water": [0, 0, 0]}
+            "dma_read_bytes": [0, 0, 0], "dma_write_bytes": [0, 0, 0], "sram_high_water": [0, 0, 0],
+            "fp_events": []}
 
 
 # ---- whole programs: the independent schedule model --------------------------------------------

@@ -225,5 +225,5 @@ def test_counters_are_a_frozen_dataclass(npu_emulator):
         res.counters.cycles = 5
     d = res.counters.to_dict()
     assert set(d) == {"cycles", "instructions", "queue_busy", "queue_stall", "unit_busy", "macs", "dma_read_bytes",
-                      "dma_write_bytes", "sram_high_water"}
+                      "dma_write_bytes", "sram_high_water", "fp_events"}
     assert json.loads(json.dumps(d)) == d

@@ -257,3 +257,39 @@ def test_vreduce_and_vcvt_preserve_nan_payload_class(npu_emulator):
     k.store(back)
     (out,), _ = k.run(npu_emulator)
     assert np.isnan(out.reshape(-1)[:2]).all() and out.reshape(-1)[2] == np.inf and out.reshape(-1)[3] == 1
+
+
+# ---- numeric events: overflow, NaN and underflow counted per instruction ------------------------------
+
+def test_fp16_events_are_counted_per_instruction(npu_emulator):
+    """vmul of fp16 tiles: 300*300 overflows fp16 (90,000 > 65,504), 1e-4*1e-4 underflows to zero,
+    inf*0 is NaN; the counts match numpy's float32 products rounded to fp16, and only the vmul (not
+    the loads or the store) reports events."""
+    x = np.array([300, 300, 1e-4, 1e-4, np.inf, 2.0, 1.0, -300], np.float16).reshape(1, 1, 1, 8)
+    y = np.array([300, -300, 1e-4, 0.0, 0.0, 3.0, 1.0, 300], np.float16).reshape(1, 1, 1, 8)
+    k = Kernel()
+    ta, tb = k.load(x, Space.ACT), k.load(y, Space.ACT)
+    to = k.alloc(Space.ACT, np.float16, x.shape)
+    k.op("vmul", a=ta, b=tb, o=to)
+    k.store(to)
+    (out,), res = k.run(npu_emulator)
+    exact = x.astype(np.float32) * y.astype(np.float32)
+    want = exact.astype(np.float16)
+    np.testing.assert_array_equal(out.view(np.uint16), want.view(np.uint16))  # counting changes no result
+    overflow = int(np.sum(np.isinf(want) & np.isfinite(exact)))
+    nan = int(np.sum(np.isnan(want)))
+    underflow = int(np.sum((want == 0) & (exact != 0)))
+    assert (overflow, nan, underflow) == (3, 1, 1)
+    (event,) = res.counters.fp_events
+    assert event[1:] == (8, overflow, nan, underflow)
+    assert res.counters.fp16_overflows == 3 and res.counters.nans == 1 and res.counters.underflows == 1
+    assert res.counters.to_dict()["fp_events"] == [list(event)]
+
+
+def test_no_events_for_finite_results_and_sigmoid_tails_underflow(npu_emulator):
+    x = (rng(5).standard_normal((1, 1, 4, 16)) * 3).astype(np.float16)  # sigmoid >= 1e-5: representable
+    out, res = _unary(npu_emulator, "vfunc", x, func=int(Func.SIGMOID))
+    assert res.counters.fp_events == () and np.all(np.isfinite(out))
+    x = np.full((1, 1, 1, 16), -30.0, np.float16)  # sigmoid(-30) = 9e-14: below fp16's smallest subnormal
+    out, res = _unary(npu_emulator, "vfunc", x, func=int(Func.SIGMOID))
+    assert np.all(out == 0) and res.counters.underflows == 16 and res.counters.fp16_overflows == 0

@@ -21,7 +21,34 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 __all__ = ["load_library", "create_module", "save_to_bytes", "load_from_bytes", "find_npu_modules", "set_trace",
-           "NPUProfile", "LayerProfile"]
+           "NPUProfile", "LayerProfile", "NumericsError", "NumericsWarning"]
+
+
+class NumericsError(FloatingPointError):
+    """A run's float results overflowed to inf or became NaN on the NPU, with
+    compile_options(fp16_overflow="error"): the message names the function, the layer (the user's
+    operators) and the first instruction."""
+
+
+class NumericsWarning(RuntimeWarning):
+    """The same with fp16_overflow="warn" (the default), and results mostly flushed to zero."""
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(str(message), NumericsWarning, stacklevel=2)
+
+
+def _register_numerics() -> None:
+    """The C++ module throws NPUNumericsError and warns through tvm_npu.runtime.numerics_warning."""
+    import tvm_ffi
+
+    tvm_ffi.register_error("NPUNumericsError", NumericsError)
+    tvm_ffi.register_global_func("tvm_npu.runtime.numerics_warning", _warn, override=True)
+
+
+_register_numerics()
 
 
 def load_library() -> None:

@@ -275,6 +275,12 @@ void ParseMeta(const std::string& text, Artifact* art) {
   json::Array prov = m.List("provenance");
   for (size_t i = 0; i < prov.size(); ++i) art->provenance.push_back(ParseProvenance(prov[i], i, art->num_instructions));
   if (!m.Raw("producer").as<json::Object>().has_value()) Fail("META.producer must be a JSON object");
+  Fields producer(m.Raw("producer"), "META.producer");
+  if (producer.Has("fp16_overflow")) {
+    art->fp16_overflow = producer.Str("fp16_overflow");
+    if (art->fp16_overflow != "error" && art->fp16_overflow != "warn" && art->fp16_overflow != "ignore")
+      Fail("META.producer.fp16_overflow must be \"error\", \"warn\" or \"ignore\", got \"" + art->fp16_overflow + "\"");
+  }
 }
 
 }  // namespace

@@ -39,6 +39,9 @@ struct Artifact {
   size_t prog_offset = 0, prog_size = 0;
   size_t const_offset = 0, const_size = 0;
   int64_t num_instructions = 0;
+  // What a run does when its float results overflow to inf or become NaN (META.producer.fp16_overflow,
+  // CompileOptions.fp16_overflow): "error" (the call fails), "warn" or "ignore"; "warn" when absent.
+  std::string fp16_overflow = "warn";
 
   const uint8_t* program() const { return reinterpret_cast<const uint8_t*>(bytes.data()) + prog_offset; }
   const uint8_t* constants() const { return reinterpret_cast<const uint8_t*>(bytes.data()) + const_offset; }

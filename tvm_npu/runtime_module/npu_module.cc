@@ -13,6 +13,7 @@
 #include <tvm/ffi/string.h>
 
 #include <cstring>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <new>
@@ -157,7 +158,10 @@ class NPUModuleObj : public ffi::ModuleObj {
     auto it = syms_.find(std::string(name));
     if (it == syms_.end()) return std::nullopt;  // not ours: the VM searches the other modules
     std::string sym = it->first;
-    return ffi::Function([this, self, sym](ffi::PackedArgs args, ffi::Any*) { Run(sym, args); });
+    return ffi::Function([this, self, sym](ffi::PackedArgs args, ffi::Any*) {
+      Run(sym, args);
+      Warn();
+    });
   }
 
   // "NPUM", u32 version, u64 count, then per symbol (u64 length, name)(u64 length, artifact), sorted
@@ -309,7 +313,81 @@ class NPUModuleObj : public ffi::ModuleObj {
     s.runs += 1;
     s.counters = c;
     s.trace = std::move(trace);  // empty when tracing is off, so a stale trace is never reported
+    if (a.fp16_overflow != "ignore" && !c.fp_events.empty()) {
+      Numerics n = NumericsReport(sym, a, c);
+      if (!n.fault.empty() && a.fp16_overflow == "error") TVM_FFI_THROW(NPUNumericsError) << n.fault;
+      pending_warnings_.insert(pending_warnings_.end(), n.warnings.begin(), n.warnings.end());
+      if (!n.fault.empty()) pending_warnings_.push_back(n.fault);
+    }
   }
+
+  struct Numerics {
+    std::string fault;                  // overflow or NaN: an error or a warning, by policy
+    std::vector<std::string> warnings;  // mostly flushed to zero: a warning
+  };
+
+  // The numeric events of a run per layer (the provenance range holding each instruction), in
+  // program order: the first layer that overflowed is the one to look at.
+  static Numerics NumericsReport(const std::string& sym, const Artifact& a, const npu::Counters& c) {
+    struct Layer {
+      int64_t first = 0, stored = 0, overflow = 0, nan = 0, underflow = 0;
+      std::string name;
+    };
+    std::vector<Layer> layers;
+    for (const auto& e : c.fp_events) {
+      std::string name = "instructions outside every layer";
+      for (const ProvenanceEntry& p : a.provenance)
+        if (e[0] >= p.start && e[0] < p.end) {
+          name = "layer '" + p.source + "' (" + p.op + ")";
+          break;
+        }
+      if (layers.empty() || layers.back().name != name) layers.push_back(Layer{e[0], 0, 0, 0, 0, name});
+      Layer& l = layers.back();
+      l.stored += e[1], l.overflow += e[2], l.nan += e[3], l.underflow += e[4];
+    }
+    Numerics out;
+    for (const Layer& l : layers) {
+      if (out.fault.empty() && (l.overflow || l.nan)) {
+        std::ostringstream m;
+        m << "npu function '" << sym << "': " << l.name << " produced ";
+        if (l.overflow) m << l.overflow << " value(s) beyond the float16 range (overflow to inf)";
+        if (l.overflow && l.nan) m << " and ";
+        if (l.nan) m << l.nan << " NaN(s)";
+        m << ", first at instruction " << l.first
+          << "; the outputs are not finite where the reference's may be. Keep the operator on the CPU or in "
+             "float32, or rescale its input (policy: compile_options(fp16_overflow=\"error\"|\"warn\"|\"ignore\"))";
+        out.fault = m.str();
+      }
+      if (l.underflow * 2 > l.stored && l.stored > 0) {
+        std::ostringstream m;
+        m << "npu function '" << sym << "': " << l.name << ": " << l.underflow << " of " << l.stored
+          << " nonzero results flushed to zero (below the float16 range, 6e-8), first at instruction " << l.first;
+        out.warnings.push_back(m.str());
+      }
+    }
+    return out;
+  }
+
+  // The numeric warnings of the last run go to the Python function tvm_npu.runtime_module registers
+  // (a NumericsWarning through Python's warnings), or to stderr without it; called without the lock.
+  void Warn() {
+    std::vector<std::string> ws;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ws.swap(pending_warnings_);
+    }
+    if (ws.empty()) return;
+    auto f = ffi::Function::GetGlobal("tvm_npu.runtime.numerics_warning");
+    for (const std::string& w : ws) {
+      if (f.has_value()) {
+        (*f)(ffi::String(w));
+      } else {
+        std::cerr << "warning: " << w << std::endl;
+      }
+    }
+  }
+
+  std::vector<std::string> pending_warnings_;
 
   std::map<std::string, Symbol> syms_;
   bool trace_ = false;
