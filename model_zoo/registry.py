@@ -407,10 +407,18 @@ def _rec_charset(source: WheelFile) -> Tuple[str, ...]:
     return ("blank", *meta["character"].splitlines(), " ")
 
 
+# A CTC column whose two best classes are within this of each other is a near-tie: 2x the output
+# bound (PPOCR_REC_TOLERANCE, itself 2x the fp16 floor of 0.026 measured on these lines).
+CTC_TIE_MARGIN = 0.1
+
+
 def _rec_compare(model: ZooModel, sample: D.Sample, ref: List[np.ndarray], got: List[np.ndarray]) -> Dict[str, Any]:
     chars = _rec_charset(model.source)
     r, g = M.ctc_greedy(ref[0], chars), M.ctc_greedy(got[0], chars)
     out = {"agree": r == g, "ref_text": r, "text": g}
+    if r != g:  # agree where every differing column is a near-tie of the reference (CTC_TIE_MARGIN)
+        ties, steps = M.ctc_near_ties(ref[0], got[0], CTC_TIE_MARGIN)
+        out.update(agree=ties, differing_steps=steps)
     if sample.label is not None:
         out["label"] = sample.label
         out["agree"] = bool(out["agree"] and r == sample.label)
@@ -687,7 +695,8 @@ register(ZooModel(
     source=PPOCR_REC, format="onnx", input_name="x", input_shape=REC_SHAPE,
     samples=_rec_samples, compare=_rec_compare,
     metric="greedy CTC decode with the model's own character list (arg-max per column, repeats merged, blanks "
-           "dropped): the same string as the reference, and for rendered lines also the rendered text",
+           "dropped): the same string as the reference, except at columns where the reference's two best classes "
+           "are within 0.1 (a near-tie: either may win), and for rendered lines also the rendered text",
     output_names=("softmax_11.tmp_0",),
     tolerances={"softmax_11.tmp_0": PPOCR_REC_TOLERANCE},
     onnxslim=True,  # its Reshapes take shapes computed by Shape/Gather/Concat (TVM 0.27: "Reshape requires ... Shape")

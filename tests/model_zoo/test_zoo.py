@@ -159,6 +159,23 @@ def test_fp16_emulation_rounds_storage_only():
     assert plain.run(None, {"x": np.array([[1.0 + 2 ** -12]], np.float32)})[0][0, 0] > 1.0
 
 
+def test_ctc_near_ties_excuse_only_columns_the_reference_could_not_decide():
+    from model_zoo import metrics as M
+
+    ref = np.array([[0.9, 0.05, 0.05], [0.48, 0.52, 0.0], [0.1, 0.1, 0.8]])  # column 1: blank / "a" near-tie
+    got = ref.copy()
+    got[1] = [0.53, 0.47, 0.0]  # the tie flips: "ab" -> "b"
+    assert M.ctc_greedy(ref, ["-", "a", "b"]) == "ab" and M.ctc_greedy(got, ["-", "a", "b"]) == "b"
+    ok, steps = M.ctc_near_ties(ref, got, margin=0.1)
+    assert ok and [s["step"] for s in steps] == [1] and steps[0]["near_tie"]
+    bad = ref.copy()
+    bad[2] = [0.1, 0.8, 0.1]  # a clear "b" read as "a": not a tie
+    ok, steps = M.ctc_near_ties(ref, bad, margin=0.1)
+    assert not ok and steps == [{"step": 2, "ref": [2, 0.8], "ref_second": [0, 0.1], "got": 1, "near_tie": False}]
+    ok, _ = M.ctc_near_ties(ref, got, margin=0.01)  # a margin below the tie's 0.04: not excused
+    assert not ok
+
+
 def test_fp16_noise_ensemble_spans_a_near_tie_and_rejects_a_real_error(tmp_path):
     """The noise ensemble (model_zoo/fp16.py): on a softmax over a near-tie of two logits, fp16-sized
     noise moves the probabilities by more than on a clear winner; noise_check accepts an error inside

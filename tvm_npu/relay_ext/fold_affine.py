@@ -1,0 +1,186 @@
+"""Per-channel affine chains after a convolution folded into its weights and bias.
+
+Models often scale and shift a convolution's output by constants before anything nonlinear: the
+bias add itself, PP-LCNetV3's "learnable affine blocks" (x * s + b with scalar s and b after every
+convolution), a batch norm that TVM decomposed into a multiply and an add instead of folding it.
+Each of those is a full pass over the feature map on the NPU's vector unit (DRAM in, DRAM out) and one
+more fp16 rounding. Since
+
+    (conv(x, W) + b) * s + c  ==  conv(x, W * s[o]) + (b * s + c)
+
+for constants s and c that vary only along the output channels, `FoldAffineIntoConv` rewrites such a
+chain (add / subtract / multiply / divide by constants, each intermediate used only by the next) into
+one convolution with scaled weights and one bias add, which the pattern table fuses into one NPU
+operator. Float graphs only (quantised graphs carry their scales in dequantize / quantize).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+__all__ = ["FoldAffineIntoConv", "affine_chains"]
+
+_CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
+_OPS = {tvm.ir.Op.get(f"relax.{n}"): n for n in ("add", "subtract", "multiply", "divide")}
+
+
+@dataclasses.dataclass
+class _Chain:
+    conv: relax.Call  # the original convolution
+    weight: np.ndarray
+    scale: np.ndarray  # per output channel (C,)
+    shift: np.ndarray  # per output channel (C,)
+    channel_axis: int  # of the convolution's output
+    ops: int  # affine operations folded (the bias add counts)
+    scaled: bool  # a multiply or divide is among them
+
+
+def _static_shape(ty) -> Optional[List[int]]:
+    try:
+        return [int(v) for v in ty.shape.values]
+    except (AttributeError, TypeError):
+        return None
+
+
+def _uses(fn: relax.Function) -> Dict[relax.Var, int]:
+    """How often each variable is read in `fn` (call arguments, tuples, the function's result)."""
+    count: Dict[relax.Var, int] = {}
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            count[e] = count.get(e, 0) + 1
+        elif isinstance(e, relax.Call):
+            for a in e.args:
+                visit(a)
+        elif isinstance(e, relax.Tuple):
+            for f in e.fields:
+                visit(f)
+        elif isinstance(e, relax.TupleGetItem):
+            visit(e.tuple_value)
+
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            visit(b.value)
+    visit(fn.body.body)
+    return count
+
+
+def _channel_vector(value: np.ndarray, out_shape: List[int], axis: int) -> Optional[np.ndarray]:
+    """A constant operand as a per-channel vector (C,), if it broadcasts along the channel axis only."""
+    c = out_shape[axis]
+    shape = list(value.shape)
+    if len(shape) > len(out_shape):
+        return None
+    shape = [1] * (len(out_shape) - len(shape)) + shape
+    if any(d != 1 for i, d in enumerate(shape) if i != axis) or shape[axis] not in (1, c):
+        return None
+    return np.broadcast_to(value.reshape(-1), (c,)).astype(np.float64)
+
+
+def affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _Chain]:
+    """{the call that ends a foldable chain: the chain}, in `fn` as it is. `const_value(expr)` gives
+    a constant expression's numpy value or None (rewrites._const_value)."""
+    uses = _uses(fn)
+    live: Dict[relax.Var, _Chain] = {}  # vars holding conv(x) * scale + shift
+    ends: Dict[relax.Var, relax.Call] = {}
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            v, call = b.var, b.value
+            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+                continue
+            if call.op.same_as(_CONV2D):
+                out = _static_shape(call.ty)
+                w = const_value(call.args[1])
+                if out is None or w is None or not str(call.ty.dtype).startswith("float") or \
+                        not str(w.dtype).startswith("float"):
+                    continue
+                axis = str(call.attrs.out_layout or call.attrs.data_layout).find("C")
+                if axis < 0:
+                    continue
+                c = out[axis]
+                live[v] = _Chain(call, w, np.ones(c), np.zeros(c), axis, 0, False)
+                continue
+            name = _OPS.get(call.op)
+            if name is None or len(call.args) != 2:
+                continue
+            x, y = call.args
+            if name in ("add", "multiply") and y in live and x not in live:
+                x, y = y, x  # constant first is the same for the commutative ones
+            if not (isinstance(x, relax.Var) and x in live and uses.get(x, 0) == 1):
+                continue
+            k = const_value(y)
+            chain = live[x]
+            out = _static_shape(chain.conv.ty)
+            vec = None if k is None else _channel_vector(np.asarray(k), out, chain.channel_axis)
+            if vec is None or (name == "divide" and np.any(vec == 0)) or not np.all(np.isfinite(vec)):
+                continue
+            scale, shift = chain.scale, chain.shift
+            if name == "add":
+                shift = shift + vec
+            elif name == "subtract":
+                shift = shift - vec
+            elif name == "multiply":
+                scale, shift = scale * vec, shift * vec
+            else:
+                scale, shift = scale / vec, shift / vec
+            live[v] = dataclasses.replace(chain, scale=scale, shift=shift, ops=chain.ops + 1,
+                                          scaled=chain.scaled or name in ("multiply", "divide"))
+            ends.pop(x, None)
+            ends[v] = call
+    # worth a rewrite: anything beyond one bias add (that one the patterns fuse already)
+    return {call: live[v] for v, call in ends.items() if live[v].scaled or live[v].ops > 1}
+
+
+@mutator
+class _AffineRewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+        self.chains: Dict[relax.Call, _Chain] = {}
+
+    def visit_function_(self, fn):
+        from .rewrites import _const_value
+
+        lookup = {}
+        for block in fn.body.blocks:
+            for b in block.bindings:
+                lookup[b.var] = b.value
+        self.chains = affine_chains(fn, lambda e: _const_value(e, lookup.get))
+        return super().visit_function_(fn)
+
+    def visit_call_(self, call):
+        chain = self.chains.get(call)
+        if chain is None:
+            return super().visit_call_(call)
+        conv = chain.conv
+        a = conv.attrs
+        kernel_layout = str(a.kernel_layout)
+        o = kernel_layout.find("O")
+        shape = [1] * chain.weight.ndim
+        shape[o] = -1
+        weight = (chain.weight.astype(np.float64) * chain.scale.reshape(shape)).astype(chain.weight.dtype)
+        out_shape = _static_shape(conv.ty)
+        bshape = [1] * len(out_shape)
+        bshape[chain.channel_axis] = -1
+        dtype = str(conv.ty.dtype)
+        new_conv = self.builder_.emit(relax.op.nn.conv2d(
+            self.visit_expr(conv.args[0]), relax.const(weight, str(chain.weight.dtype)), strides=a.strides,
+            padding=a.padding, dilation=a.dilation, groups=int(a.groups), data_layout=str(a.data_layout),
+            kernel_layout=kernel_layout, out_layout=str(a.out_layout),
+            out_dtype=str(a.out_dtype) if a.out_dtype is not None and str(a.out_dtype) else None))
+        self.changed = True
+        return relax.op.add(new_conv, relax.const(chain.shift.reshape(bshape).astype(dtype), dtype))
+
+
+def FoldAffineIntoConv() -> tvm.transform.Pass:
+    """Folds constant per-channel scale / shift chains after float convolutions into their weights
+    and bias (see the module docstring)."""
+    from .rewrites import _mutator_pass
+
+    return _mutator_pass(_AffineRewriter, "FoldAffineIntoConv")
