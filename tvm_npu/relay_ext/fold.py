@@ -4,7 +4,9 @@ TVM's FoldConstant JIT-compiles every constant subexpression with LLVM (about 50
 batch-norm folding leaves a few per convolution, which made it most of the compile time of real
 models, and fp16-weight TFLite models cast every weight to float32. The elementwise, cast and shape
 operators here are evaluated with numpy exactly as TVM's kernels would (IEEE single precision, same
-operation; float casts round to nearest even); anything else is left to FoldConstant.
+operation; float casts round to nearest even), and so are the shape computations exporters leave
+around embeddings (`shape_to_tensor(shape_of(constant))`, `take` of constants); anything else is
+left to FoldConstant.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ class _NumpyFolder(PyExprMutator):
             return np.array(expr.value, dtype=str(expr.ty))
         if isinstance(expr, Constant) and hasattr(expr.value, "numpy"):
             return expr.value.numpy()
+        return None
+
+    def _const_shape(self, expr):
+        """The static shape of `shape_of(constant)`, else None."""
+        if isinstance(expr, relax.Var):
+            expr = self.lookup_binding(expr)
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.shape_of":
+            v = self._value(expr.args[0])
+            return None if v is None else list(v.shape)
         return None
 
     def visit_call_(self, call):
@@ -67,13 +78,20 @@ class _NumpyFolder(PyExprMutator):
             elif name == "relax.permute_dims" and args and args[0] is not None:
                 axes = call.attrs.axes
                 out = np.transpose(args[0], None if axes is None else [int(a) for a in axes])
+            elif name == "relax.shape_to_tensor" and self._const_shape(call.args[0]) is not None:
+                out = np.array(self._const_shape(call.args[0]), dtype="int64")  # shape_of(a constant)
+            elif name == "relax.take" and len(args) == 2 and all(a is not None for a in args) and \
+                    np.issubdtype(args[1].dtype, np.integer):
+                mode = str(call.attrs.mode)
+                axis = None if call.attrs.axis is None else int(call.attrs.axis)
+                out = np.take(args[0], args[1], axis=axis, mode={"wrap": "wrap", "clip": "clip"}.get(mode, "raise"))
             elif name == "relax.reshape" and args and args[0] is not None and isinstance(call.args[1],
                                                                                          relax.ShapeExpr):
                 shape = [int(scalar(d)) for d in call.args[1].values]
                 out = args[0].reshape(shape)
             else:
                 return call
-        except (Unsupported, ValueError, TypeError):
+        except (Unsupported, ValueError, TypeError, IndexError):
             return call
         return relax.const(np.array(out, order="C"), str(out.dtype))  # (ascontiguousarray makes 0-d arrays 1-d)
 
@@ -83,4 +101,6 @@ class FoldWithNumpy:
     """Folds the supported constant subexpressions of every Relax function with numpy."""
 
     def transform_function(self, func, mod, ctx):
-        return _NumpyFolder().visit_expr(func)
+        new = _NumpyFolder().visit_expr(func)
+        # what the folded constants replaced (e.g. shape_of(constant)) would make FoldConstant run for nothing
+        return new if new.same_as(func) else relax.analysis.remove_all_unused(new)

@@ -355,11 +355,15 @@ def safe_main_calls(mod: tvm.IRModule) -> List[tuple]:
         return []
 
 
+_RUN_CODEGEN = tvm.get_global_func("relax.transform.RunCodegen")
+
+
 def package(fused: tvm.IRModule, config_json: str, artifacts: Dict[str, bytes]) -> tvm.IRModule:
     """RunCodegen hands every NPU function's compiled artifact to relax.ext.npu, which puts them into
     one runtime module; RunCodegen's copies of the weights are dropped (the artifacts carry them)."""
-    part = relax.transform.RunCodegen({"npu": {CODEGEN_CONFIG_KEY: config_json,
-                                               CODEGEN_ARTIFACTS_KEY: dict(artifacts)}})(fused)
+    # the registered pass itself: TVM 0.27's Python wrapper imports tvm.contrib.cutlass first ("enable
+    # cutlass byoc registries"), about 0.3 s of every first compile in a process, for a codegen we never use
+    part = _RUN_CODEGEN({"npu": {CODEGEN_CONFIG_KEY: config_json, CODEGEN_ARTIFACTS_KEY: dict(artifacts)}}, [])(fused)
     return _drop_npu_constants(part, {s for s, _ in _npu_functions(fused)})
 
 
