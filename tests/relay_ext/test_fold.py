@@ -74,3 +74,29 @@ def test_nothing_left_to_fold_skips_fold_constant():
             y = bb.emit_output(relax.op.add(x, c))
         bb.emit_func_output(y)
     assert _foldable(bb.get())
+
+
+def test_shape_of_constant_and_take_fold_like_tvm():
+    """An embedding's index wrap-around as exporters write it: x + take(shape_to_tensor(shape_of(table)),
+    0) folds to the constant row count, as TVM's FoldConstant computes it, and shape_of is dropped."""
+    table = np.zeros((7, 4), np.float32)
+
+    def build(x, t):
+        n = relax.op.take(relax.op.shape_to_tensor(relax.op.shape_of(t)), relax.const(0, "int64"), axis=0,
+                          mode="wrap")
+        return relax.op.add(x, relax.op.astype(n, "float32"))
+
+    folded, ref = _fold(build, table)
+    got, want = _consts(folded), _consts(ref)
+    assert [g.tolist() for g in got] == [w.tolist() for w in want] == [7.0]
+    assert "shape_of" not in folded.script() and "take" not in folded.script()
+    table = np.arange(18, dtype=np.float32).reshape(6, 3)
+    idx = np.array([-1, 8], np.int64)  # wrap mode: rows 5 and 2
+
+    def build2(x, t, i):
+        return relax.op.add(x, relax.op.take(t, i, axis=0, mode="wrap"))
+
+    folded, ref = _fold(build2, table, idx)
+    (got,), (want,) = _consts(folded), _consts(ref)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, table[[5, 2]])
