@@ -308,10 +308,10 @@ def _check_zoo_model(zoo, name, quick):
     return res
 
 
-# The newer models' short input lists, in CI: about 43 s together on 2 cores (rec 22 s, hand 9 s, MiniLM 6 s,
-# speech embedding 6 s, wake-word head 0.5 s).
+# The newer models' short input lists, in CI: about 50 s together on 2 cores (rec 22 s, hand 9 s, selfie
+# segmentation 7 s, MiniLM 6 s, speech embedding 6 s, wake-word head 0.5 s).
 @pytest.mark.parametrize("name", ["ppocr-v4-rec", "mediapipe-hand-landmark-lite", "oww-speech-embedding",
-                                  "oww-alexa", "minilm-l6"])
+                                  "oww-alexa", "minilm-l6", "mediapipe-selfie-segmentation"])
 def test_zoo_model_on_npu_quick(zoo, name):
     if name == "minilm-l6":
         pytest.importorskip("torch", reason="minilm-l6 is exported with torch (optional extra)")
@@ -325,7 +325,8 @@ def test_zoo_model_on_npu_quick(zoo, name):
 
 @pytest.mark.parametrize("name", ["mediapipe-face-landmark", "ppocr-mobile-v2-cls", "ppocr-v4-det", "ppocr-v4-rec",
                                   "mediapipe-pose-landmark-full", "mediapipe-hand-landmark-lite", "layout-cdla",
-                                  "oww-speech-embedding", "oww-alexa", "minilm-l6", "ppocr-mobile-v2-cls-int8"])
+                                  "oww-speech-embedding", "oww-alexa", "minilm-l6", "ppocr-mobile-v2-cls-int8",
+                                  "mediapipe-selfie-segmentation"])
 @slow[0]
 @slow[1]
 def test_zoo_model_on_npu(zoo, name):

@@ -182,6 +182,11 @@ def layout_geom(desc: OpDesc) -> LayoutGeom:
             if s < 1 or b < 0 or b + s * (os_[d] - 1) >= xs[d]:
                 raise Unsupported(f"slice of axis {d}: start {b}, step {s}, {os_[d]} elements of {xs[d]}")
             src.append((lead + d, b, s))
+    elif a["op"] == "broadcast":  # a dim of 1 read again for every output index: a stride-0 DMA read
+        for d, (i, o) in enumerate(zip(xs, os_)):
+            if i not in (1, o):
+                raise Unsupported(f"broadcast of {list(xs)} to {list(os_)}")
+            src.append((lead + d, 0, 0 if i != o else 1))
     else:
         raise Unsupported(f"layout operator {a['op']}")
     return LayoutGeom(pad4(xs), pad4(os_), tuple(src), (0, 0, 0, 0))

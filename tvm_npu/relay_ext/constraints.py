@@ -239,6 +239,44 @@ def tiles_fit(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) 
     return plan.reason if isinstance(plan, Refusal) else None
 
 
+def transposed_conv_rewrite(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """relax.nn.conv2d_transpose (ONNX ConvTranspose, TFLite TRANSPOSE_CONV) runs as operators the NPU
+    already runs: one stride-1 conv2d whose weights pack the stride_h x stride_w phase kernels as output
+    channels (sub-pixel decomposition), depth-to-space (reshape, one 4-D transpose by the DMA, reshape)
+    and a strided slice for what padding / output_padding leave over. Any stride, kernel size and
+    padding (asymmetric too) with output_padding; dilation as a kernel with zeros; a bias add that is its
+    only user goes into the phase convolution (npu.conv2d_bias). Needs constant weights, groups=1 (grouped and depthwise ones would need a 5-D
+    depth-to-space), NHWC or NCHW with batch 1 (at stride 1 any batch), padding smaller than the
+    kernel. What is not rewritten stays on the CPU with this reason."""
+    from .resample import conv_transpose_plan
+
+    try:
+        conv_transpose_plan(d.inputs[0].shape, d.inputs[1].const, d.attrs)
+    except Unsupported as e:
+        return str(e)
+    return None
+
+
+def resize_rewrite(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """relax.image.resize2d (ONNX Resize / Upsample, TFLite RESIZE_NEAREST_NEIGHBOR / RESIZE_BILINEAR),
+    NCHW or NHWC, is rewritten into DMA operators. Nearest neighbour (float, or int8 / int16: the same
+    bytes moved, so TFLite's quantised resize is exact), any coordinate mode
+    (asymmetric, half_pixel, pytorch_half_pixel, align_corners, tf_half_pixel_for_nn) and rounding
+    (floor, ceil, round_prefer_floor / _ceil) whose source index per axis, computed as TVM computes
+    it, is a whole-number repeat (k // r: a broadcast with stride-0 reads) or a strided slice
+    (b + s k: downsampling). Bilinear exactly x2 with half-pixel centres (half_pixel, pytorch_half_pixel;
+    NCHW batch 1 or NHWC): clamped-edge padding by slices and concats, a depthwise 2x2 convolution with
+    four phase outputs per channel (weights 1/16, 3/16, 9/16, exact in fp16), depth-to-space in two 4-D
+    transposes and a crop of one row and column on each side. Other scales, modes and cubic stay on the CPU with this reason."""
+    from .resample import resize_plan
+
+    try:
+        resize_plan(d.inputs[0].shape, d.output.shape, dict(d.attrs, dtype=d.inputs[0].dtype))
+    except Unsupported as e:
+        return str(e)
+    return None
+
+
 COMMON = [float_tensors, rank_at_most_4]
 BY_KIND: Dict[str, List[Constraint]] = {
     "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
@@ -254,6 +292,25 @@ BY_KIND: Dict[str, List[Constraint]] = {
     "concat": COMMON + [tiles_fit],
     "layout": [layout_dtypes, layout_params, tiles_fit],
 }
+
+# Operators the partitioner rewrites into the operators above before matching (relay_ext/rewrites.py):
+# the Relax operator -> its rules. One that a rule refuses stays on the CPU with that rule's reason.
+REWRITTEN: Dict[str, List[Constraint]] = {
+    "relax.nn.conv2d_transpose": [float_tensors, transposed_conv_rewrite],
+    "relax.image.resize2d": [resize_rewrite],
+}
+
+
+def rewrite_refusal(d: OpDesc) -> Optional[str]:
+    """The first reason a rule of REWRITTEN gives for `d` (d.kind: the Relax operator), None if none."""
+    for c in REWRITTEN[d.kind]:
+        try:
+            r = c(d, None)
+        except Unsupported as e:
+            r = str(e)
+        if r:
+            return f"{c.__name__}: {r}"
+    return None
 
 
 def int8_tensors(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:

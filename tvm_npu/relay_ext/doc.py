@@ -42,7 +42,9 @@ _ROOTS = {
                     "-> relax.sqrt -> relax.divide (-> relax.multiply gamma) (-> relax.add beta), over the last axis")],
     "concat": ["relax.concat"],
     "layout": ["relax.reshape", "relax.squeeze", "relax.expand_dims", "relax.permute_dims",
-               "relax.strided_slice (positive steps; ONNX Split parts become strided slices)"],
+               "relax.strided_slice (positive steps; ONNX Split parts become strided slices)",
+               "relax.broadcast_to (same rank)"],
+
     "integer conv2d": ["relax.dequantize -> relax.nn.conv2d (dequantized int8 weights) (+ relax.add of a "
                        "dequantized int32 bias) -> relax.quantize (+ relax.clip)"],
     "integer matmul": ["relax.dequantize -> relax.matmul (dequantized int8 weights) (+ bias) -> relax.quantize "
@@ -56,6 +58,17 @@ _ROOTS = {
     "integer qmean": ["relax.dequantize -> relax.mean -> relax.quantize"],
     "integer qconcat": ["relax.dequantize (2-6 inputs) -> relax.concat -> relax.quantize"],
 }
+
+# What the partitioner rewrites each operator of constraints.REWRITTEN into (relay_ext/rewrites.py).
+_REWRITTEN_INTO = {
+    "relax.nn.conv2d_transpose": ("relax.nn.conv2d (+ relax.add of the bias, per phase) -> relax.reshape -> "
+                                  "relax.permute_dims -> relax.reshape (-> relax.strided_slice)"),
+    "relax.image.resize2d": ("nearest: relax.strided_slice and/or relax.broadcast_to between relax.reshape; "
+                             "bilinear x2: relax.strided_slice + relax.concat (clamped edges) -> depthwise "
+                             "relax.nn.conv2d -> depth-to-space (relax.reshape, relax.permute_dims) -> "
+                             "relax.strided_slice"),
+}
+
 
 def render() -> str:
     lines = ["# Operators the NPU runs", "",
@@ -78,6 +91,11 @@ def render() -> str:
         for c in rules:
             rule = " ".join(c.__doc__.split())
             lines.append(f"| {rule} | `{c.__name__}` |")
+        lines.append("")
+    for op, rules in constraints.REWRITTEN.items():
+        into = f"Rewritten into: {_REWRITTEN_INTO[op]}; those operators then follow their own rules above."
+        lines += [f"## {op} (rewritten before matching)", "", into, "", "| rule | constraint |", "|---|---|"]
+        lines += [f"| {' '.join(c.__doc__.split())} | `{c.__name__}` |" for c in rules]
         lines.append("")
     return "\n".join(lines)
 

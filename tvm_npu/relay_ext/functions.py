@@ -30,7 +30,11 @@ def _bindings(fn: relax.Function):
 
 def describe_function(fn: relax.Function) -> FunctionDesc:
     """Every composite call of `fn` in order, described; raises Unsupported for anything else."""
-    params = [(p, p.name, static_shape(p), str(p.ty.dtype)) for p in fn.params]
+    # parameter names label the artifact's IO tensors and must differ; TVM names a region input that is a
+    # member of a concat's tuple "lv" whatever it was called, so a region with two such inputs repeats it
+    names = [p.name for p in fn.params]
+    unique = [n if names[:i].count(n) == 0 else f"{n}_{names[:i].count(n)}" for i, n in enumerate(names)]
+    params = [(p, name, static_shape(p), str(p.ty.dtype)) for p, name in zip(fn.params, unique)]
     ret = fn.body.body
     outputs = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
     for o in outputs:

@@ -22,7 +22,7 @@ LAYOUT_DTYPES = ("float32", "float16", "int8", "int16")
 # relax op -> (composite short name, layout op)
 OPS = {"relax.reshape": ("reshape", "reshape"), "relax.squeeze": ("squeeze", "reshape"),
        "relax.expand_dims": ("expand_dims", "reshape"), "relax.permute_dims": ("transpose", "permute"),
-       "relax.strided_slice": ("strided_slice", "slice")}
+       "relax.strided_slice": ("strided_slice", "slice"), "relax.broadcast_to": ("broadcast_to", "broadcast")}
 
 
 def _ints(expr) -> List[int]:
@@ -64,8 +64,8 @@ def describe_layout(spec: OpSpec, ann: Mapping[str, relax.Expr]) -> OpDesc:
     x = root.args[0]
     inp, out = tensor_desc(x), tensor_desc(root)
     kind = OPS[op][1]
-    if kind == "reshape":
-        attrs = {"op": "reshape"}
+    if kind in ("reshape", "broadcast"):
+        attrs = {"op": kind}
     elif kind == "permute":
         axes = root.attrs.axes
         perm = tuple(range(len(inp.shape)))[::-1] if axes is None else tuple(int(a) for a in axes)
@@ -82,7 +82,7 @@ def table(prefix: str) -> List[OpSpec]:
         if op == "relax.strided_slice":
             root = (is_op(op)(x, wildcard(), wildcard(), wildcard(), wildcard())
                     | is_op(op)(x, wildcard(), wildcard(), wildcard()))
-        elif op == "relax.reshape":
+        elif op in ("relax.reshape", "relax.broadcast_to"):
             root = is_op(op)(x, wildcard())
         else:
             root = is_op(op)(x)
@@ -104,7 +104,8 @@ def layout_dtypes(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = No
 
 def layout_params(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
     """reshape / squeeze / expand_dims of any rank up to 4 on either side; transpose and strided slice
-    (positive steps) of tensors of rank up to 4."""
+    (positive steps) of tensors of rank up to 4; broadcast_to of the same rank (up to 4), each dim kept
+    or repeated from 1 (stride-0 DMA reads: nearest-neighbour upsampling)."""
     try:
         layout_geom(d)
     except Unsupported as e:

@@ -22,8 +22,8 @@ from .fold import FoldWithNumpy
 from .ops import Constant
 from .lut import LUT_ATTR, FoldQuantizedLUTs, SplitSharedDequantize
 from .fold_affine import FoldAffineIntoConv
-from .rewrites import (ElementwiseTIRToRelax, FoldPadIntoConv, SoftmaxFromParts, SplitReductions, SplitToSlices,
-                       UnflattenPrelu)
+from .rewrites import (REFUSALS_ATTR, ConvTransposeToConv, ElementwiseTIRToRelax, FoldPadIntoConv, ResizeToLayout,
+                       SoftmaxFromParts, SplitReductions, SplitToSlices, UnflattenPrelu)
 
 
 def _outside_composites(inner: tvm.transform.Pass) -> tvm.transform.Pass:
@@ -51,6 +51,8 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
         ElementwiseTIRToRelax(),  # ONNX Clip with bound inputs arrives as call_tir(maximum/minimum)
         SplitToSlices(),  # each part of a split one strided slice (a layout operator the NPU runs)
         SoftmaxFromParts(),  # written-out softmax / log-softmax -> the operators (row max before fp16)
+        ConvTransposeToConv(),  # transposed convolutions -> conv2d + depth-to-space + crop (relay_ext/resample.py)
+        ResizeToLayout(),  # nearest resizes -> slices / stride-0 broadcasts; bilinear x2 -> depthwise conv + d2s
         FoldPadIntoConv(),  # zero pads become the convolution's DMA halo
         UnflattenPrelu(),  # TFLite's PRELU (x flattened, alpha tiled) back on x with a per-channel slope
         SplitReductions(),  # sum / max / min over non-adjacent axes: one reduction per run of adjacent axes
@@ -307,6 +309,8 @@ def placements(early: tvm.IRModule, folded: tvm.IRModule, fused: tvm.IRModule,
     in_folded = {v for v, _ in main_calls(folded)}
     quant_vars = {v for name, group in state.groups if find(name).integer for v in group}
     folds = dict(early.attrs[LUT_ATTR]) if early.attrs is not None and LUT_ATTR in early.attrs else {}
+    refusals = {str(k): str(v) for k, v in early.attrs[REFUSALS_ATTR].items()} if (
+        early.attrs is not None and REFUSALS_ATTR in early.attrs) else {}
     calls = [(v, f"lut[{folds[v.name]}]" if op == "relax.take" and v.name in folds else op)
              for v, op in main_calls(early) if v in in_folded or v in quant_vars]
     seen = {v for v, _ in calls}
@@ -318,6 +322,8 @@ def placements(early: tvm.IRModule, folded: tvm.IRModule, fused: tvm.IRModule,
             out.append(OperatorPlacement(label[var], op, "npu", name, symbol))
             continue
         reasons = [f"{pat}: {r}" for pat, rs in state.attempts.get(var, []) for r in rs]
+        if not reasons and var.name in refusals:  # an operator the rewrites (relay_ext/rewrites.py) refused
+            reasons = [f"not rewritten: {refusals[var.name]}"]
         out.append(OperatorPlacement(label[var], op, "cpu", reasons=reasons or [f"no npu.* pattern covers {op}"]))
     return out
 

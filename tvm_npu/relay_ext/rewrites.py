@@ -105,9 +105,14 @@ def _rewrite(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return rewriter.builder_.get() if changed else mod
 
 
+REFUSALS_ATTR = "tvm_npu_rewrite_refusals"  # module attribute: binding name -> why an operator of
+#                                            constraints.REWRITTEN was not rewritten (the CPU keeps it)
+
+
 def _mutator_pass(rewriter_class, name: str, prune: bool = True) -> tvm.transform.Pass:
     """A module pass running `rewriter_class(mod)` (a PyExprMutator with a `changed` flag) over every
-    Relax function; with `prune`, bindings the rewrite left unused are removed."""
+    Relax function; with `prune`, bindings the rewrite left unused are removed. What the rewriter
+    refused (its `refused`: binding name -> reason) is added to the module's REFUSALS_ATTR."""
 
     def run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         rewriter = rewriter_class(mod)
@@ -116,7 +121,12 @@ def _mutator_pass(rewriter_class, name: str, prune: bool = True) -> tvm.transfor
                 new = rewriter.visit_expr(fn)
                 if not new.same_as(fn):
                     rewriter.builder_.update_func(gv, relax.analysis.remove_all_unused(new) if prune else new)
-        return rewriter.builder_.get() if rewriter.changed else mod
+        out = rewriter.builder_.get() if rewriter.changed else mod
+        refused = getattr(rewriter, "refused", None)
+        if refused:
+            known = dict(out.attrs[REFUSALS_ATTR]) if out.attrs is not None and REFUSALS_ATTR in out.attrs else {}
+            out = out.with_attr(REFUSALS_ATTR, {**{str(k): str(v) for k, v in known.items()}, **refused})
+        return out
 
     return tvm.transform.module_pass(run, opt_level=0, name=f"tvm_npu.{name}")
 
@@ -443,3 +453,387 @@ def SoftmaxFromParts() -> tvm.transform.Pass:
     """Rewrites written-out softmax / log-softmax into the operators (see _SoftmaxRewriter)."""
     return _mutator_pass(_SoftmaxRewriter, "SoftmaxFromParts")
 
+
+
+# ---- transposed convolution and resize as operators the NPU runs (relay_ext/resample.py) ----------
+
+_CONV2D_T = tvm.ir.Op.get("relax.nn.conv2d_transpose")
+_RESIZE2D = tvm.ir.Op.get("relax.image.resize2d")
+_PERMUTE = tvm.ir.Op.get("relax.permute_dims")
+_FLOATS = ("float32", "float16")
+
+
+def conv_transpose_attrs(call: relax.Call) -> dict:
+    """relax.nn.conv2d_transpose's attributes as plain Python values (what resample.conv_transpose_plan reads)."""
+    a = call.attrs
+    pad = [int(v) for v in a.padding]
+    pad = pad * 2 if len(pad) == 2 else pad
+    return {"strides": tuple(int(v) for v in a.strides), "padding": tuple(pad),
+            "output_padding": tuple(int(v) for v in a.output_padding), "dilation": tuple(int(v) for v in a.dilation),
+            "groups": int(a.groups), "data_layout": str(a.data_layout), "kernel_layout": str(a.kernel_layout),
+            "out_layout": str(a.out_layout)}
+
+
+def resize_attrs(call: relax.Call) -> dict:
+    """relax.image.resize2d's attributes as plain Python values (what resample.resize_plan reads)."""
+    a = call.attrs
+    return {"layout": str(a.layout), "method": str(a.method),
+            "coordinate_transformation_mode": str(a.coordinate_transformation_mode),
+            "rounding_method": str(a.rounding_method), "dtype": str(getattr(call.ty, "dtype", ""))}
+
+
+def _const_or_permuted(expr, lookup):
+    """_const_value, also through a permute_dims (how frontends lay out transposed-convolution weights)."""
+    import numpy as np
+
+    v = _const_value(expr, lookup)
+    if v is not None:
+        return v
+    bound = lookup(expr) if isinstance(expr, relax.Var) else expr
+    if isinstance(bound, relax.Call) and isinstance(bound.op, tvm.ir.Op) and bound.op.same_as(_PERMUTE):
+        inner = _const_or_permuted(bound.args[0], lookup)
+        if inner is not None:
+            axes = bound.attrs.axes
+            return np.transpose(inner, None if axes is None else [int(i) for i in axes])
+    return None
+
+
+def _vars_of(expr) -> list:
+    """The variables an expression uses directly (call arguments, tuple fields, itself)."""
+    if isinstance(expr, relax.Var):
+        return [expr]
+    if isinstance(expr, relax.Tuple):
+        return [v for f in expr.fields for v in _vars_of(f)]
+    if isinstance(expr, relax.Call):
+        return [v for a in expr.args for v in _vars_of(a)]
+    if isinstance(expr, relax.TupleGetItem):
+        return _vars_of(expr.tuple_value)
+    return []
+
+
+def _d2s(e, y, layout: str, dims, sh: int, sw: int, c: int):
+    """Depth-to-space of y (phase-major channels: (a * sw + b) * c + o) in one 4-D transpose between
+    two reshapes (aliases on the NPU). dims: y's (n, rows, cols); e emits a binding."""
+    n, rows, cols = dims
+    if sh * sw == 1:
+        return y
+    if layout == "NCHW":  # n == 1: (sh, sw, c * rows, cols) -> (c * rows, sh, cols, sw)
+        t = e(relax.op.permute_dims(e(relax.op.reshape(y, (sh, sw, c * rows, cols))), [2, 0, 3, 1]))
+        return e(relax.op.reshape(t, (n, c, rows * sh, cols * sw)))
+    t = e(relax.op.permute_dims(e(relax.op.reshape(y, (n * rows, cols, sh, sw * c))), [0, 2, 1, 3]))
+    return e(relax.op.reshape(t, (n, rows * sh, cols * sw, c)))
+
+
+class _Emitting:
+    """Emits each new binding of a rewrite under a fresh name (`<prefix><n>`): the frontends' own names
+    (lv, lv1, ...) are not known to the mutator's builder, and NPU functions need distinct parameter names."""
+
+    PREFIX = "npu_rw"
+
+    def refuse(self, desc, var=None) -> None:
+        """Records why the operator of `var` (default: the binding being visited) is not rewritten."""
+        from .constraints import rewrite_refusal
+
+        var = var if var is not None else getattr(self, "_var", None)
+        reason = rewrite_refusal(desc)
+        if var is not None and reason:
+            self.refused[var.name] = reason
+
+    def e(self, expr):
+        self._count = getattr(self, "_count", 0) + 1
+        return self.builder_.emit(self.traced(expr), name_hint=f"{self.PREFIX}{self._count}")
+
+    def from_source(self, call) -> None:
+        """The model operator `call` came from names the operators that replace it (tvm_npu.provenance)."""
+        from ..provenance import source_name
+
+        self._source = source_name(call)
+
+    def traced(self, expr):
+        from ..provenance import tag
+
+        src = getattr(self, "_source", None)
+        return tag(expr, src) if src else expr
+
+
+@mutator
+class _ConvTransposeRewriter(PyExprMutator, _Emitting):
+    """`conv2d_transpose(x, w)` with constant float weights becomes conv2d (phase kernels as output
+    channels) -> depth-to-space -> crop (resample.conv_transpose_plan); the rest is left alone (and stays
+    on the CPU with the plan's reason, constraints.transposed_conv_rewrite)."""
+
+    PREFIX = "npu_ct"
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+        self.refused = {}
+        self._nhwc = set()  # NHWC results emitted for an NCHW transposed convolution between transposes
+        # the original bindings and how often each variable is used: a bias add is folded into the phase
+        # convolution when it is the transposed convolution's only user
+        self._orig, self._uses = {}, {}
+        for fn in mod.functions.values():
+            if isinstance(fn, relax.Function) and isinstance(fn.body, relax.SeqExpr):
+                for block in fn.body.blocks:
+                    for b in block.bindings:
+                        self._orig[b.var] = b.value
+                        for a in _vars_of(b.value):
+                            self._uses[a] = self._uses.get(a, 0) + 1
+                for a in _vars_of(fn.body.body):
+                    self._uses[a] = self._uses.get(a, 0) + 1
+
+    def visit_var_binding_(self, binding):
+        self._var = binding.var
+        super().visit_var_binding_(binding)
+
+    def _desc(self, call, x, w):
+        """The OpDesc constraints.REWRITTEN's rules read: kind is the Relax operator."""
+        from ..ir.desc import OpDesc, TensorDesc
+
+        def td(e, const=None):
+            dims = _static_dims(e.ty)
+            return TensorDesc(tuple(dims) if dims is not None else (), str(getattr(e.ty, "dtype", "")), const)
+
+        return OpDesc(call.op.name, call.op.name, [td(x), td(call.args[1], w)], td(call), conv_transpose_attrs(call))
+
+    def _binding(self, var):
+        """What `var` is bound to, in the function being built or else in the original one."""
+        bound = self.lookup_binding(var)
+        return bound if bound is not None else self._orig.get(var)
+
+    def _bias_of(self, call):
+        """(transposed convolution, bias per output channel) when `call` is add(conv2d_transpose(...),
+        constant) and the add is the convolution's only user, else None."""
+        import numpy as np
+
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.add" and isinstance(call.args[0], relax.Var)):
+            return None
+        ct = self._orig.get(call.args[0])
+        if not (isinstance(ct, relax.Call) and isinstance(ct.op, tvm.ir.Op) and ct.op.same_as(_CONV2D_T)):
+            return None
+        out = _static_dims(ct.ty)
+        bias = _const_value(call.args[1], self._orig.get)
+        if self._uses.get(call.args[0], 0) != 1 or bias is None or out is None or len(out) != 4 or \
+                _static_dims(call.ty) != out or str(bias.dtype) != str(ct.ty.dtype):
+            return None
+        axis = str(ct.attrs.out_layout).find("C")
+        try:
+            full = np.broadcast_to(bias, out)
+        except ValueError:
+            return None
+        found = per_axis_slope(full, out)
+        if found is None or (found[1] != axis and found[0].size != 1):
+            return None
+        return ct, np.broadcast_to(found[0], (out[axis],)).astype(bias.dtype)
+
+    def _permute_of(self, expr, axes):
+        """The input of `expr` when it is permute_dims(input, axes), else None."""
+        bound = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        if not (isinstance(bound, relax.Call) and isinstance(bound.op, tvm.ir.Op) and bound.op.same_as(_PERMUTE)):
+            return None
+        got = bound.attrs.axes
+        return bound.args[0] if got is not None and [int(a) for a in got] == list(axes) else None
+
+    def visit_call_(self, call):
+        folded = self._bias_of(call)
+        if folded is not None:  # conv2d_transpose + bias: the bias goes into the phase convolution
+            ct, bias = folded
+            self.from_source(ct)
+            new = self._rewrite(ct, self.visit_expr(ct.args[0]), bias)
+            if new is not None:
+                return self.traced(new)
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.same_as(_PERMUTE) and call.attrs.axes is not None:
+            # NHWC -> NCHW -> NHWC around a rewritten transposed convolution: the two transposes cancel
+            inner = self._permute_of(call.args[0], [0, 3, 1, 2])
+            if [int(a) for a in call.attrs.axes] == [0, 2, 3, 1] and inner is not None and inner in self._nhwc:
+                return inner
+            return call
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(_CONV2D_T)):
+            return call
+        self.from_source(call)
+        new = self._rewrite(call, call.args[0])
+        return call if new is None else self.traced(new)
+
+    def _rewrite(self, call, x, bias=None):
+        """The NPU form of conv2d_transpose `call` on (visited) input x, its bias added in the phase
+        convolution; None when it cannot be rewritten."""
+        from ..ir.desc import Unsupported
+        from .resample import conv_transpose_plan
+
+        xs, out = _static_dims(x.ty), _static_dims(call.ty)
+        w = _const_or_permuted(call.args[1], self._binding)
+        if xs is None or out is None or str(x.ty.dtype) not in _FLOATS or str(call.ty.dtype) != str(x.ty.dtype):
+            if bias is None:
+                self.refuse(self._desc(call, x, w))
+            return None
+        attrs = conv_transpose_attrs(call)
+        nhwc = self._permute_of(x, [0, 3, 1, 2]) if attrs["data_layout"] == "NCHW" and bias is None else None
+        if nhwc is not None:  # NCHW of an NHWC tensor (tvm_npu/frontend/tflite_ops.py): decompose in NHWC
+            try:
+                plan = conv_transpose_plan(_static_dims(nhwc.ty), w, dict(attrs, data_layout="NHWC",
+                                                                       out_layout="NHWC"))
+            except Unsupported:
+                nhwc = None
+            else:
+                y = self._decompose(nhwc, _static_dims(nhwc.ty), [out[0], out[2], out[3], out[1]], plan, "NHWC")
+                self._nhwc.add(y)
+                self.changed = True
+                return relax.op.permute_dims(y, [0, 3, 1, 2])
+        try:
+            plan = conv_transpose_plan(xs, w, attrs)
+        except Unsupported:
+            if bias is not None:
+                return None
+            if attrs["data_layout"] != "NHWC" or attrs["out_layout"] != "NHWC":
+                self.refuse(self._desc(call, x, w))
+                return None
+            # TVM 0.27 has no CPU lowering of an NHWC conv2d_transpose: the CPU gets it in NCHW
+            self.changed = True
+            t = relax.op.nn.conv2d_transpose(self.e(relax.op.permute_dims(x, [0, 3, 1, 2])), call.args[1],
+                                             strides=attrs["strides"], padding=attrs["padding"],
+                                             output_padding=attrs["output_padding"], dilation=attrs["dilation"],
+                                             groups=attrs["groups"], data_layout="NCHW",
+                                             kernel_layout=attrs["kernel_layout"], out_layout="NCHW")
+            t = self.e(t)
+            self.refuse(self._desc(call, x, w), t)
+            return relax.op.permute_dims(t, [0, 2, 3, 1])
+        self.changed = True
+        return self._decompose(x, xs, out, plan, attrs["data_layout"], bias)
+
+    def _decompose(self, x, xs, out, plan, layout: str, bias=None):
+        """The bound result of conv2d over the phases (+ the bias of every phase) -> depth-to-space -> crop."""
+        import numpy as np
+
+        h, wd = plan.h, plan.w
+        y = self.e(relax.op.nn.conv2d(x, relax.const(plan.weight.astype(str(x.ty.dtype))), strides=(1, 1),
+                                      padding=(h.pad_before, wd.pad_before, h.pad_after, wd.pad_after),
+                                      data_layout=layout, kernel_layout="OIHW", out_layout=layout))
+        if bias is not None:
+            b = np.tile(bias, h.stride * wd.stride)  # channel (a * sw + b) * Cout + o has bias[o]
+            b = b.reshape((1, -1, 1, 1) if layout == "NCHW" else (-1,))
+            y = self.e(relax.op.add(y, relax.const(np.ascontiguousarray(b), str(bias.dtype))))
+        z = _d2s(self.e, y, layout, (xs[0], h.rows, wd.rows), h.stride, wd.stride, plan.cout)
+        oh, ow = (out[2], out[3]) if layout == "NCHW" else (out[1], out[2])
+        if (h.rows * h.stride, wd.rows * wd.stride) != (oh, ow):
+            axes = [2, 3] if layout == "NCHW" else [1, 2]
+            z = self.e(relax.op.strided_slice(z, axes=axes, begin=[0, 0], end=[oh, ow]))
+        return z
+
+
+def ConvTransposeToConv() -> tvm.transform.Pass:
+    """Rewrites transposed convolutions into conv2d + depth-to-space + crop (see _ConvTransposeRewriter)."""
+    return _mutator_pass(_ConvTransposeRewriter, "ConvTransposeToConv")
+
+
+def _repeat(e, x, layout: str, dims, rh: int, rw: int):
+    """Nearest upsampling by whole numbers as broadcasts of a unit dim (stride-0 DMA reads) between
+    reshapes: (a, 1, b, 1, c) -> (a, rh, b, rw, c), a = rows before H (with H), b = W, c = what follows W;
+    unit factors merged away, and two broadcasts when all of rh, rw and c exceed 1 (NHWC)."""
+    if layout == "NCHW":
+        n, c, h, w = dims
+        a, b, cc = n * c * h, w, 1
+        final = (n, c, h * rh, w * rw)
+    else:
+        n, h, w, c = dims
+        a, b, cc = n * h, w, c
+        final = (n, h * rh, w * rw, c)
+    if rh > 1 and rw > 1 and cc > 1:
+        x = e(relax.op.broadcast_to(e(relax.op.reshape(x, (a * b, 1, cc))), (a * b, rw, cc)))
+        b, rw = b * rw, 1
+    if rw == 1:
+        y = relax.op.broadcast_to(e(relax.op.reshape(x, (a, 1, b * cc))), (a, rh, b * cc))
+    elif rh == 1:
+        y = relax.op.broadcast_to(e(relax.op.reshape(x, (a * b, 1, cc))), (a * b, rw, cc))
+    else:  # cc == 1
+        y = relax.op.broadcast_to(e(relax.op.reshape(x, (a, 1, b, 1))), (a, rh, b, rw))
+    return relax.op.reshape(e(y), final)
+
+
+def _edge_pad(e, x, axis: int, size: int):
+    """x with its first and last index along `axis` repeated once on each side (clamped edges)."""
+    first = e(relax.op.strided_slice(x, axes=[axis], begin=[0], end=[1]))
+    last = e(relax.op.strided_slice(x, axes=[axis], begin=[size - 1], end=[size]))
+    return e(relax.op.concat([first, x, last], axis=axis))
+
+
+@mutator
+class _ResizeRewriter(PyExprMutator, _Emitting):
+    """`resize2d` becomes operators the NPU runs (resample.resize_plan): nearest neighbour as strided
+    slices and/or stride-0 broadcasts, bilinear x2 with half-pixel centres as clamped-edge padding,
+    a depthwise convolution over the four phases and depth-to-space. Anything else is left alone."""
+
+    PREFIX = "npu_rs"
+
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+        self.refused = {}
+
+    def visit_var_binding_(self, binding):
+        self._var = binding.var
+        super().visit_var_binding_(binding)
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(_RESIZE2D)):
+            return call
+        from ..ir.desc import Unsupported
+        from .resample import bilinear_x2_weight, resize_plan
+
+        from ..ir.desc import OpDesc, TensorDesc
+
+        x = call.args[0]
+        xs, out = _static_dims(x.ty), _static_dims(call.ty)
+        attrs = resize_attrs(call)
+        if xs is None or out is None or len(xs) != 4 or str(x.ty.dtype) != str(call.ty.dtype):
+            return call
+        try:
+            kind, axes = resize_plan(xs, out, attrs)
+        except Unsupported:
+            self.refuse(OpDesc(call.op.name, call.op.name, [TensorDesc(tuple(xs), str(x.ty.dtype))],
+                               TensorDesc(tuple(out), str(call.ty.dtype)), attrs))
+            return call
+        self.from_source(call)
+        layout = attrs["layout"]
+        hw = (2, 3) if layout == "NCHW" else (1, 2)
+        if kind == "nearest":
+            y, dims = x, list(xs)
+            sl = [(hw[i], ax) for i, ax in enumerate(axes) if ax.repeat == 1 and (ax.begin, ax.step, ax.size) !=
+                  (0, 1, xs[hw[i]])]
+            if sl:
+                y = relax.op.strided_slice(y, axes=[d for d, _ in sl], begin=[ax.begin for _, ax in sl],
+                                           end=[ax.begin + ax.step * (ax.size - 1) + 1 for _, ax in sl],
+                                           strides=[ax.step for _, ax in sl])
+                y = self.e(y) if axes[0].repeat > 1 or axes[1].repeat > 1 else y
+                for d, ax in sl:
+                    dims[d] = ax.size
+            if axes[0].repeat > 1 or axes[1].repeat > 1:
+                y = _repeat(self.e, y, layout, dims, axes[0].repeat, axes[1].repeat)
+            if y.same_as(x):
+                return call  # an identity resize: nothing to gain
+            self.changed = True
+            return self.traced(y)
+        # bilinear x2, half-pixel centres
+        c = xs[1] if layout == "NCHW" else xs[3]
+        h, w = xs[hw[0]], xs[hw[1]]
+        e = self.e
+        p = _edge_pad(e, _edge_pad(e, x, hw[0], h), hw[1], w)
+        y = e(relax.op.nn.conv2d(p, relax.const(bilinear_x2_weight(c, str(x.ty.dtype))), groups=c,
+                                 data_layout=layout, kernel_layout="OIHW", out_layout=layout))
+        h, w, n = h + 1, w + 1, xs[0]  # the phase grid
+        if layout == "NCHW":  # (c, 2a, 2b, h, w) -> (c, h, 2a, w, 2b) in two 4-D transposes
+            t = e(relax.op.permute_dims(e(relax.op.reshape(y, (2 * c, 2, h, w))), [0, 2, 3, 1]))  # (c, a, h, w, b)
+            z = e(relax.op.permute_dims(e(relax.op.reshape(t, (c, 2, h, 2 * w))), [0, 2, 1, 3]))  # (c, h, a, w, b)
+            z = e(relax.op.reshape(z, (n, c, 2 * h, 2 * w)))
+        else:  # (n h w, c, 2a 2b) -> (n h w, 2a 2b, c) -> (n h, 2a, w, 2b c)
+            t = e(relax.op.permute_dims(e(relax.op.reshape(y, (n * h * w, c, 4))), [0, 2, 1]))
+            z = e(relax.op.permute_dims(e(relax.op.reshape(t, (n * h, w, 2, 2 * c))), [0, 2, 1, 3]))
+            z = e(relax.op.reshape(z, (n, 2 * h, 2 * w, c)))
+        self.changed = True  # out[y] = z[y + 1]
+        return self.traced(relax.op.strided_slice(z, axes=list(hw), begin=[1, 1], end=[2 * h - 1, 2 * w - 1]))
+
+
+def ResizeToLayout() -> tvm.transform.Pass:
+    """Rewrites supported resizes into slices, broadcasts, convolutions and transposes (_ResizeRewriter)."""
+    return _mutator_pass(_ResizeRewriter, "ResizeToLayout")

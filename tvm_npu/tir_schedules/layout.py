@@ -39,7 +39,7 @@ def layout_schedule(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: 
     def gather(*i):
         idx = list(fixed)
         for k, (d, start, step) in enumerate(src):
-            idx[d] = start + step * i[k] if step != 1 or start else i[k]
+            idx[d] = start if step == 0 else start + step * i[k] if step != 1 or start else i[k]
         return x[tuple(idx)]
 
     ld = te.compute(out_shape, gather, name="ld")
