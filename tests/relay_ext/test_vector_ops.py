@@ -446,3 +446,20 @@ def test_wide_activation_tiling_counts_acc():
         needs = tiling.needs(d, plan, TINY)
         assert needs[Space.ACC] == 64 + plan.t1 * plan.t2 * rows32 * 800, (kind, plan, needs)
         assert needs[Space.ACC] <= TINY.acc_sram_bytes and needs[Space.ACT] <= TINY.act_sram_bytes
+
+
+@pytest.mark.parametrize("axis,shapes", [(2, [(1, 32, 32, 32), (1, 32, 2, 32)]),  # along rows: the slot is
+                                         (1, [(1, 24, 40, 32), (1, 8, 40, 32)]),   # the longest input's rows
+                                         (3, [(1, 4, 64, 48), (1, 4, 64, 16)])])
+def test_concat_tiles_fit_act_on_any_axis(axis, shapes):
+    """Concat copies each input through one pair of slots; a slot as tall as the output's dim 2 (34
+    rows of 32 x 32 elements here) overflowed ACT and sent the concat to the CPU."""
+    names = [f"x{i}" for i in range(len(shapes))]
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    m = model([helper.make_node("Concat", names, ["y"], axis=axis, name="cat")], list(zip(names, shapes)),
+              [("y", out)])
+    feeds = {n: RNG.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes)}
+    (got,), report = compile_run(m, feeds, target="npu-edge")
+    np.testing.assert_array_equal(got, reference(m, feeds)[0].astype(np.float16).astype(np.float32))
+    assert [p.target for p in report.placements] == ["npu"], report.placements

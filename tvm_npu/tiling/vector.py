@@ -251,13 +251,17 @@ def concat(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> ConcatPlan:
     budget = config.act_sram_bytes // (4 * row)
     if budget < 1:
         raise Unsupported(f"one row of {o4[3]} elements does not fit ACT with double buffering")
+    # one slot shape serves every input's tiles: rows of dim 2 up to the longest input's (or the budget),
+    # and as many rows of dim 1 as fit beside them (a slot as tall as the output's dim 2 did not fit
+    # when the concat runs along dim 2: 2 x 32 + 2 rows of 32 x 32 channels overflowed ACT)
+    rows2 = min(max(pad4(t.shape)[2] for t in desc.inputs), budget)
     tiles = []
     for t in desc.inputs:
         _, d1, d2, _ = pad4(t.shape)
-        t2 = min(d2, budget)
-        t1 = max(1, min(d1, budget // t2)) if t2 == d2 else 1
+        t2 = min(d2, rows2)
+        t1 = max(1, min(d1, budget // rows2)) if t2 == d2 else 1
         tiles.append((t1, t2))
-    slot = (1, max(t[0] for t in tiles), min(o4[2], (config.act_sram_bytes - 64) // (4 * row)), o4[3])
+    slot = (1, max(t[0] for t in tiles), rows2, o4[3])
     plan = ConcatPlan(tuple(tiles), slot, double_buffer)
     _check(config, concat_needs(desc, plan), "the concat slots")
     return plan
