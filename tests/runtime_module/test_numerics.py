@@ -108,3 +108,38 @@ def test_underflow_of_most_results_warns():
 def test_policy_is_validated():
     with pytest.raises(ValueError, match="fp16_overflow must be one of"):
         tvm_npu.CompileOptions(fp16_overflow="maybe")
+
+
+# ---- compile time: constants that do not fit float16 keep their operator on the CPU -------------------
+
+def _conv_with_weights(w):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="odd_conv", pads=[1, 1, 1, 1])]
+    return model(nodes, [("x", [1, 4, 8, 8])], [("y", [1, 4, 8, 8])], [numpy_helper.from_array(w, "w")])
+
+
+@pytest.mark.parametrize("scale,reason", [(1e5, "beyond the float16 range"), (1e-9, "loses")])
+def test_constants_beyond_float16_keep_the_operator_on_the_cpu(scale, reason):
+    """The issue's case: a weight of 1e5 gave inf in 256 of 2,048 outputs. Now the convolution stays
+    on the CPU with the reason, and the result is onnxruntime's."""
+    w = (np.random.default_rng(5).standard_normal((4, 4, 3, 3)) * scale).astype(np.float32)
+    m = _conv_with_weights(w)
+    x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    with tvm_npu.compile_options(should_run=False):
+        ex = tvm.compile(from_onnx(m, keep_params_in_input=False), target="npu-edge")
+    (conv,) = [p for p in tvm_npu.last_report().placements if "odd_conv" in p.binding]
+    assert conv.target == "cpu" and any("fp16_constants" in r and reason in r for r in conv.reasons), conv.reasons
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing ran on the NPU, so nothing overflowed there
+        y = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    import onnxruntime as ort
+
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_ordinary_weights_stay_on_the_npu():
+    w = (np.random.default_rng(5).standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32)
+    with tvm_npu.compile_options(should_run=False):
+        tvm.compile(from_onnx(_conv_with_weights(w), keep_params_in_input=False), target="npu-edge")
+    (conv,) = [p for p in tvm_npu.last_report().placements if "odd_conv" in p.binding]
+    assert conv.target == "npu", conv.reasons

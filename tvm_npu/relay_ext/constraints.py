@@ -7,11 +7,15 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+
 from .. import tiling
 from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import conv_geom
+from ..ir.memory import storage_dtype
 from ..ir.plan import Refusal
+from ..isa import DType
 from ..options import CompileOptions
 from .layout import layout_dtypes, layout_params
 
@@ -24,6 +28,31 @@ def float_tensors(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = No
     for t in d.inputs + [d.output]:
         if t.dtype not in FLOAT:
             return f"dtype {t.dtype}: the float path takes float32/float16 (integer graphs need quantisation)"
+    return None
+
+
+FP16_MAX = 65504.0
+FP16_CONST_REL_ERROR = 1e-3  # 2x fp16's unit roundoff: normal values never lose more than 2^-11
+
+
+def fp16_constants(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = None) -> Optional[str]:
+    """Constant operands stored in float16 (weights, biases) fit it: no value beyond 65504 (it would be
+    inf), and float16 keeps them to within 0.1% (relative L2 error; values below 6e-8 flush to zero)."""
+    for i, t in enumerate(d.inputs):
+        if not t.is_const or storage_dtype(d, t) != DType.FP16 or t.const is None or t.const.size == 0:
+            continue
+        v = np.asarray(t.const, dtype=np.float64)
+        big = float(np.max(np.abs(v)))
+        if big > FP16_MAX:
+            return (f"constant operand {i} has values up to {big:.4g}, beyond the float16 range ({FP16_MAX:.0f}): "
+                    f"they would run as inf")
+        norm = float(np.linalg.norm(v))
+        if norm > 0:
+            err = float(np.linalg.norm(v.astype(np.float16).astype(np.float64) - v)) / norm
+            if err > FP16_CONST_REL_ERROR:
+                flushed = int(np.count_nonzero((v != 0) & (v.astype(np.float16) == 0)))
+                return (f"constant operand {i} loses {err:.2%} of its values in float16 (largest |value| "
+                        f"{big:.3g}; {flushed} of {v.size} become 0)")
     return None
 
 
@@ -277,7 +306,7 @@ def resize_rewrite(d: OpDesc, cfg: NPUConfig, opts: Optional[CompileOptions] = N
     return None
 
 
-COMMON = [float_tensors, rank_at_most_4]
+COMMON = [float_tensors, rank_at_most_4, fp16_constants]
 BY_KIND: Dict[str, List[Constraint]] = {
     "conv2d": COMMON + [conv_layout, constant_weights, conv_params, bias_per_channel, activation_supported,
                         tiles_fit],
