@@ -64,3 +64,28 @@ def test_nonchannel_constant_is_not_folded():
     (got,), report = compile_run(m, {"x": x}, target="npu-edge")
     fp16_close(got, reference(m, {"x": x})[0], depth=72)
     assert any("along_w" in p.binding for p in report.placements)
+
+
+def _input_affine_model(pads, groups=1, c=16):
+    """hard-swish -> * s -> + b (per channel) -> conv (1x1 unpadded, or padded): the affine folds into
+    the convolution only when no tap reads padding."""
+    s = numpy_helper.from_array(RNG.uniform(0.5, 2.0, (1, c, 1, 1)).astype(np.float32), "s")
+    b = numpy_helper.from_array(RNG.standard_normal((1, c, 1, 1)).astype(np.float32), "b")
+    k = 1 if not any(pads) else 3
+    nodes = [helper.make_node("HardSwish", ["x"], ["h"], name="act"),
+             helper.make_node("Mul", ["h", "s"], ["m"], name="in_scale"),
+             helper.make_node("Add", ["m", "b"], ["a"], name="in_shift"),
+             helper.make_node("Conv", ["a", "w", "wb"], ["y"], name="conv", pads=pads, group=groups)]
+    return model(nodes, [("x", [1, c, 10, 10])], [("y", [1, c, 10 - k + 1 + pads[0] + pads[2], 10 - k + 1 + pads[1] + pads[3]])],
+                 [const("w", [c, c // groups, k, k]), const("wb", [c]), s, b])
+
+
+@pytest.mark.parametrize("pads,folded", [([0, 0, 0, 0], True), ([1, 1, 1, 1], False)])
+def test_affine_feeding_an_unpadded_conv_folds_into_it(pads, folded):
+    m = _input_affine_model(pads)
+    x = (RNG.standard_normal((1, 16, 10, 10)) * 3).astype(np.float32)
+    (got,), report = compile_run(m, {"x": x}, target="npu-edge")
+    fp16_close(got, reference(m, {"x": x})[0], depth=16 * 9)
+    names = {p.binding for p in report.placements}
+    assert all(p.target == "npu" for p in report.placements)
+    assert (not any("in_scale" in n or "in_shift" in n for n in names)) == folded, sorted(names)

@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-__all__ = ["FoldAffineIntoConv", "affine_chains"]
+__all__ = ["FoldAffineIntoConv", "FoldInputAffineIntoConv", "affine_chains", "input_affine_chains"]
 
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 _OPS = {tvm.ir.Op.get(f"relax.{n}"): n for n in ("add", "subtract", "multiply", "divide")}
@@ -176,6 +176,131 @@ class _AffineRewriter(PyExprMutator):
             out_dtype=str(a.out_dtype) if a.out_dtype is not None and str(a.out_dtype) else None))
         self.changed = True
         return relax.op.add(new_conv, relax.const(chain.shift.reshape(bshape).astype(dtype), dtype))
+
+
+# ---- the other side: a constant scale / shift feeding an unpadded convolution --------------------------
+
+@dataclasses.dataclass
+class _InputChain:
+    source: relax.Expr  # what the chain scales and shifts
+    scale: np.ndarray  # broadcastable against the source (right-aligned); per input channel at a conv
+    shift: np.ndarray
+    weight: Optional[np.ndarray] = None  # the convolution's (at a conv)
+
+
+def input_affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _InputChain]:
+    """{an unpadded, ungrouped float convolution: the chain x * s + b feeding it}, for chains whose
+    every step is used only by the next and whose constants vary only along the convolution's input
+    channels. Since no tap reads padding, conv(x * s + b, W) == conv(x, W * s[i]) + sum(W * b[i])."""
+    uses = _uses(fn)
+    pre: Dict[relax.Var, _InputChain] = {}
+    out: Dict[relax.Call, _InputChain] = {}
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            v, call = b.var, b.value
+            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+                continue
+            if call.op.same_as(_CONV2D):
+                x = call.args[0]
+                chain = pre.get(x) if isinstance(x, relax.Var) and uses.get(x, 0) == 1 else None
+                w = const_value(call.args[1])
+                a = call.attrs
+                if chain is None or w is None or not str(w.dtype).startswith("float") or int(a.groups) != 1 or \
+                        any(int(p) for p in a.padding):
+                    continue
+                shape = _static_shape(x.ty)
+                axis = str(a.data_layout).find("C")
+                if shape is None or axis < 0:
+                    continue
+                s_vec = _channel_vector(chain.scale, shape, axis)
+                b_vec = _channel_vector(chain.shift, shape, axis)
+                if s_vec is not None and b_vec is not None:
+                    out[call] = _InputChain(chain.source, s_vec, b_vec, w)
+                continue
+            name = _OPS.get(call.op)
+            if name is None or len(call.args) != 2:
+                continue
+            x, y = call.args
+            k = const_value(y)
+            if k is None and name in ("add", "multiply"):
+                x, y = y, x
+                k = const_value(y)
+            if k is None or not isinstance(x, relax.Var) or const_value(x) is not None or \
+                    not str(getattr(call.ty, "dtype", "")).startswith("float"):
+                continue
+            k = np.asarray(k, dtype=np.float64)
+            if (name == "divide" and np.any(k == 0)) or not np.all(np.isfinite(k)):
+                continue
+            base = pre.get(x) if uses.get(x, 0) == 1 else None
+            if base is None and name != "multiply":
+                # a chain starts at a scale: an add / divide by a constant is often a part of an
+                # activation (hard-swish's x + 3 and / 6) that the pattern table fuses whole
+                continue
+            chain = base or _InputChain(x, np.ones(()), np.zeros(()))
+            scale, shift = chain.scale, chain.shift
+            if name == "add":
+                shift = shift + k
+            elif name == "subtract":
+                shift = shift - k
+            elif name == "multiply":
+                scale, shift = scale * k, shift * k
+            else:
+                scale, shift = scale / k, shift / k
+            pre[v] = _InputChain(chain.source, scale, shift)
+    return out
+
+
+@mutator
+class _InputAffineRewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule):
+        super().__init__(mod)
+        self.changed = False
+        self.chains: Dict[relax.Call, _InputChain] = {}
+
+    def visit_function_(self, fn):
+        from .rewrites import _const_value
+
+        lookup = {}
+        for block in fn.body.blocks:
+            for b in block.bindings:
+                lookup[b.var] = b.value
+        self.chains = input_affine_chains(fn, lambda e: _const_value(e, lookup.get))
+        return super().visit_function_(fn)
+
+    def visit_call_(self, call):
+        chain = self.chains.get(call)
+        if chain is None:
+            return super().visit_call_(call)
+        a = call.attrs
+        w = chain.weight
+        kl = str(a.kernel_layout)
+        o, i = kl.find("O"), kl.find("I")
+        shape = [1] * w.ndim
+        shape[i] = -1
+        w64 = w.astype(np.float64)
+        weight = (w64 * chain.scale.reshape(shape)).astype(w.dtype)
+        shift_w = w64 * chain.shift.reshape(shape)
+        bias = shift_w.sum(axis=tuple(d for d in range(w.ndim) if d != o))  # per output channel
+        out_shape = _static_shape(call.ty)
+        axis = str(a.out_layout or a.data_layout).find("C")
+        bshape = [1] * len(out_shape)
+        bshape[axis] = -1
+        dtype = str(call.ty.dtype)
+        conv = self.builder_.emit(relax.op.nn.conv2d(
+            self.visit_expr(chain.source), relax.const(weight, str(w.dtype)), strides=a.strides, padding=a.padding,
+            dilation=a.dilation, groups=int(a.groups), data_layout=str(a.data_layout), kernel_layout=kl,
+            out_layout=str(a.out_layout),
+            out_dtype=str(a.out_dtype) if a.out_dtype is not None and str(a.out_dtype) else None))
+        self.changed = True
+        return relax.op.add(conv, relax.const(bias.reshape(bshape).astype(dtype), dtype))
+
+
+def FoldInputAffineIntoConv() -> tvm.transform.Pass:
+    """Folds constant per-channel scale / shift chains that feed an unpadded, ungrouped float
+    convolution into its weights and a bias (see input_affine_chains)."""
+    from .rewrites import _mutator_pass
+
+    return _mutator_pass(_InputAffineRewriter, "FoldInputAffineIntoConv")
 
 
 def FoldAffineIntoConv() -> tvm.transform.Pass:

@@ -21,7 +21,7 @@ from .codegen import CODEGEN_ARTIFACTS_KEY, CODEGEN_CONFIG_KEY
 from .fold import FoldWithNumpy
 from .ops import Constant
 from .lut import LUT_ATTR, FoldQuantizedLUTs, SplitSharedDequantize
-from .fold_affine import FoldAffineIntoConv
+from .fold_affine import FoldAffineIntoConv, FoldInputAffineIntoConv
 from .rewrites import (REFUSALS_ATTR, ConvTransposeToConv, ElementwiseTIRToRelax, FoldPadIntoConv, ResizeToLayout,
                        SoftmaxFromParts, SplitReductions, SplitToSlices, UnflattenPrelu)
 
@@ -58,6 +58,7 @@ def prepare(mod: tvm.IRModule) -> tvm.IRModule:
         SplitReductions(),  # sum / max / min over non-adjacent axes: one reduction per run of adjacent axes
         relax.transform.FoldBatchnormToConv2D(),
         relax.transform.DecomposeOpsForInference(),
+        FoldInputAffineIntoConv(),  # ... and those feeding an unpadded convolution, into its weights and a bias
         FoldAffineIntoConv(),  # constant scale / shift chains after a convolution into its weights and bias
         SplitSharedDequantize,  # one dequantize per consumer: self-contained quantised regions
         FoldQuantizedLUTs,  # quantised functions of one int8 tensor -> 256-entry tables (relay_ext/lut.py)
