@@ -1,5 +1,6 @@
-"""Lowering: double buffering beats its serialised twin with identical bytes; the performance model
-predicts the emulator's cycles; plans obey the SRAM budget; provenance covers the program."""
+"""Lowering: double buffering beats its serialised twin with identical bytes (up to fp16 rounding where
+the twins chose different K chunks); the performance model predicts the emulator's cycles; plans obey
+the SRAM budget; provenance covers the program."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from tvm import relax
 
 import tvm_npu
 from tvm_npu.driver import compile_function
+from tvm_npu.ir.plan import MacPlan
 from tvm_npu.isa import Program
 from tvm_npu.options import CompileOptions
 from tvm_npu.relay_ext import partition as P
@@ -55,16 +57,22 @@ def test_double_buffering_and_performance_model(case, config):
     fn = _npu_function(build, shape)
     cfg = tvm_npu.get_config(config)
     x = RNG.standard_normal(shape).astype(np.float16)
-    runs = {}
+    runs, chunks = {}, {}
     for db in (True, False):
         art, records = _compile(fn, cfg, db)
         outs, res = art.run({"x": x.astype(art.inputs[0].dtype)})  # float32 where every consumer reads it
         runs[db] = (res.counters.cycles, sum(r.predicted_cycles for r in records), outs)
+        chunks[db] = [r.plan.depth for r in records if isinstance(r.plan, MacPlan)]
         if db:
             steps = art.producer["steps"]  # the serialised twin may tile differently (one slot, bigger tiles)
     (db_cycles, db_pred, db_out), (ser_cycles, ser_pred, ser_out) = runs[True], runs[False]
     for name in db_out:
-        np.testing.assert_array_equal(db_out[name], ser_out[name])
+        if chunks[True] == chunks[False]:  # the same fp32 accumulation order: the same bytes
+            np.testing.assert_array_equal(db_out[name], ser_out[name])
+        else:  # the twins chose different K chunks (the default plan is the fastest for each's SRAM
+            #     budget): fp32 partial sums added in another order, equal up to fp16 rounding
+            np.testing.assert_allclose(db_out[name].astype(np.float32), ser_out[name].astype(np.float32),
+                                       rtol=2e-3, atol=2e-3)
     if steps > 1:  # something to overlap
         assert db_cycles < ser_cycles, (db_cycles, ser_cycles)
     else:

@@ -2,7 +2,9 @@
 
 One place decides every tile: the can-run check asks it (and never lowers), the lowering obeys the
 plan it is given (and never re-decides), and the auto-tuner searches the fields of the plan types
-(tvm_npu/ir/plan.py). Each family has a default planner (the largest tiles that fit) and a `needs`
+(tvm_npu/ir/plan.py). Each family has a default planner (MAC operators: the fitting plan the
+performance model's estimate ranks fastest, mac.py / mac_cost.py; the others: the largest tiles
+that fit) and a `needs`
 function giving the SRAM bytes of any plan of its type, checked by the one budget function
 (`ir.memory.over_budget`); a user's plan override (CompileOptions.plan_overrides) is checked the
 same way and refused with the reason.
