@@ -29,6 +29,7 @@ PINNED = [
     "cloudpickle",
     "tqdm",
     "rich",
+    "tornado",  # TVM's RPC tracker (distributed tuning measurement, scripts/npu_rpc_server.py)
 ]
 DEV = [
     "pytest>=8",
@@ -114,6 +115,8 @@ setup(
     cmdclass={"build_ext": BuildNative},
     # A placeholder extension makes setuptools run build_ext (and mark the wheel platform-specific).
     ext_modules=[Extension("npu_emulator._native_marker", sources=[])],
-    entry_points={"console_scripts": ["tvm-npu=tvm_npu.cli:main"]},
+    # the console script starts without importing TVM; commands import it when they need it
+    py_modules=["tvm_npu_launcher"],
+    entry_points={"console_scripts": ["tvm-npu=tvm_npu_launcher:main"]},
     zip_safe=False,
 )

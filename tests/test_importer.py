@@ -152,3 +152,97 @@ def test_dynamic_dims_fixed_by_shapes_get_their_shape_computations_folded(tmp_pa
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = relax.VirtualMachine(tvm.compile(auto.mod, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# ---- issue 11: the same typed errors from the Python API ---------------------------------------------
+
+def _seeds():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fuzz"))
+    import seeds
+
+    return seeds
+
+
+def test_malformed_files_and_unsupported_operators_are_typed_errors_naming_them():
+    from tvm_npu import errors
+
+    seeds = _seeds()
+    onnx_seed, tflite_seed = seeds.onnx_conv(), seeds.tflite_int8_conv()
+    with pytest.raises(errors.ModelFileError, match=r"not an ONNX model \(DecodeError"):
+        importer.load(onnx_seed[:300], format="onnx")
+    with pytest.raises(errors.ModelFileError, match="malformed TFLite flatbuffer") as info:
+        importer.load(tflite_seed[:len(tflite_seed) - 100], format="tflite")
+    assert info.value.exit_code == 3 and info.value.fix
+    with pytest.raises(errors.UnsupportedOperatorError) as info:
+        importer.load(seeds.onnx_conv("FooBar"))
+    assert info.value.operator == "node 'act1' (FooBar)" and "no converter for FooBar" in info.value.reason
+    with pytest.raises(errors.UnsupportedOperatorError) as info:
+        importer.load(seeds.tflite_custom_op("MyCustomOp"))
+    assert info.value.operator == "operator #0 (CUSTOM 'MyCustomOp')" and info.value.exit_code == 4
+
+
+def test_tflite_tables_pointing_outside_the_file_are_refused_before_the_frontend():
+    """A constant buffer that does not match its tensor, and an operator input index out of range: the
+    flatbuffer check names the tensor / operator (TVM's frontend would fail with a reshape or an
+    IndexError, or read past the tables)."""
+    import tflite
+
+    from tvm_npu import errors
+
+    buf = bytearray(_seeds().tflite_int8_conv())
+    model = tflite.Model.GetRootAsModel(bytes(buf), 0)
+    graph = model.Subgraphs(0)
+    weights = next(graph.Tensors(i) for i in range(graph.TensorsLength())
+                   if model.Buffers(graph.Tensors(i).Buffer()).DataLength() == 4 * 3 * 3 * 3)
+    # the weight buffer's length word (the u32 before its bytes) says one byte fewer
+    tab = model.Buffers(weights.Buffer())._tab
+    start = tab.Vector(tab.Offset(4))  # Buffer.data
+    shorter = bytearray(buf)
+    shorter[start - 4:start] = (4 * 3 * 3 * 3 - 1).to_bytes(4, "little")
+    with pytest.raises(errors.ModelFileError, match=r"constant buffer #\d+ holds 107 bytes, its shape \[4, 3, 3, 3\] "
+                                                    r"of INT8 needs 108"):
+        importer.load(bytes(shorter))
+    tab = graph.Operators(0)._tab
+    pos = tab.Vector(tab.Offset(6))  # Operator.inputs
+    wild = bytearray(buf)
+    wild[pos:pos + 4] = (1000).to_bytes(4, "little")
+    with pytest.raises(errors.ModelFileError, match=r"operator #0: malformed TFLite flatbuffer: its input 0 is tensor "
+                                                    r"#1000, of \d+"):
+        importer.load(bytes(wild))
+
+
+def test_shapes_are_checked_before_anything_is_allocated(tmp_path):
+    from tvm_npu import errors
+
+    path = tmp_path / "m.onnx"
+    _model(path)
+    with pytest.raises(errors.ShapeError, match=r"is 4096.0 GiB, above the 4 GiB") as info:
+        importer.load(path, {"x": (1 << 20, 4, 512, 512)})
+    assert info.value.exit_code == 2 and isinstance(info.value, importer.ModelLoadError)
+    with pytest.raises(errors.ShapeError, match="dimension <= 0"):
+        importer.load(path, {"x": (-1, 3, 8, 8)})
+
+
+def test_profile_before_any_run_and_unknown_zoo_models_are_clear_errors(tmp_path):
+    import tvm
+    from tvm import relax
+
+    import tvm_npu
+    from model_zoo import get_model
+
+    with pytest.raises(tvm_npu.errors.UnknownZooModelError, match="no zoo model 'nope'") as info:
+        get_model("nope")
+    assert isinstance(info.value, KeyError) and str(info.value).startswith("no zoo model")  # (not KeyError's quotes)
+    loaded = importer.load(_seeds().onnx_conv())
+    with tvm_npu.compile_options(should_run=False):
+        vm = relax.VirtualMachine(tvm.compile(loaded.mod, target="npu"), tvm.cpu())
+    with pytest.raises(tvm_npu.ProfileError, match=r"none of the module's 1 NPU function\(s\) has run yet") as info:
+        tvm_npu.profile(vm.module)
+    assert "run the model first" in info.value.fix
+    vm["main"](tvm.runtime.tensor(np.ones((1, 3, 8, 8), np.float32)))
+    assert tvm_npu.profile(vm.module).total_cycles > 0
+    cpu_only = relax.VirtualMachine(tvm.compile(loaded.mod, target="llvm"), tvm.cpu())
+    assert tvm_npu.profile(cpu_only.module).table() == "NPU profile: no NPU function in this module"

@@ -7,6 +7,9 @@ loader and the pipeline hook that makes `tvm.compile(mod, target="npu")` partiti
 
 from .config import PRESETS, NPUConfig, get_config
 from .artifact import Artifact, ArtifactError
+from . import errors
+from .errors import (CompileError, FrontendError, InputError, ModelFileError, ModelLoadError, NPUError, ProfileError,
+                     RunError, ShapeError, UnsupportedOperatorError, UsageError)
 from . import isa
 
 from .version import __version__
@@ -34,11 +37,14 @@ from .driver import compile_function, partition_for_npu  # noqa: E402
 from .options import CompileOptions, CpuModel, compile_options, current_options  # noqa: E402
 from .report import PartitionReport, last_report, report_of  # noqa: E402
 from .profiling import enable_trace, profile  # noqa: E402
+from .tuning import tune  # noqa: E402  (MetaSchedule is imported on the first call)
 from .runtime_module import NumericsError, NumericsWarning  # noqa: E402
 
 __all__ = ["PRESETS", "NPUConfig", "get_config", "Artifact", "ArtifactError", "isa", "npu_target", "last_report",
            "report_of", "PartitionReport", "compile_options", "current_options", "CompileOptions", "CpuModel",
-           "enable_trace", "profile", "partition_for_npu", "compile_function", "__version__", "NumericsError", "NumericsWarning"]
+           "enable_trace", "profile", "tune", "partition_for_npu", "compile_function", "__version__", "errors", "NPUError",
+           "UsageError", "InputError", "ShapeError", "ModelLoadError", "ModelFileError", "UnsupportedOperatorError",
+           "FrontendError", "ProfileError", "CompileError", "RunError", "NumericsError", "NumericsWarning"]
 
 from .relay_ext import compat as relay_compat  # noqa: E402
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import NPUConfig
+from .errors import NPUError
 from .isa import ISA_VERSION, ISAError, Program
 
 __all__ = ["Artifact", "ArtifactError", "IOTensor", "QuantParams", "ProvenanceRange", "FORMAT_VERSION"]
@@ -41,8 +42,10 @@ _MAX_SECTION_BYTES = 1 << 34
 _MAX_REGION_BYTES = 1 << 32
 
 
-class ArtifactError(ValueError):
+class ArtifactError(NPUError, ValueError):
     """The artifact is malformed, corrupted, or built for another ISA or format version."""
+
+    exit_code = 5
 
 
 @dataclasses.dataclass(frozen=True)

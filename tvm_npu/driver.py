@@ -33,8 +33,10 @@ from .config import NPUConfig
 from .ir.desc import FunctionDesc, FunctionOp, Unsupported
 from .ir.geometry import macs_of
 from .ir.memory import storage_dtype
+from .ir.plan import Refusal, TilePlan
 from .ir.registry import lookup
 from .isa import validate
+from .library import with_golden
 from .lowering import Lowerer, plan_and_lower
 from .lowering.dram import MemoryPlan, plan_memory
 from .lowering.memory import ConstPool, DramTensor
@@ -44,6 +46,8 @@ from .relay_ext import patterns as pt
 from .relay_ext.functions import describe_function
 from .relay_ext.should_run import decide
 from .report import REPORT_META_KEY, OperatorPlacement, OpRecord, PartitionReport, remember
+from .tiling import plan as tile_plan
+from .tuning.records import TunedPlans, current_database, database_identity, observe, tuned_plans
 from .version import __version__
 
 MAX_ROUNDS = 8  # fusions per model: each round sends at least one failing operator back to the CPU
@@ -83,7 +87,9 @@ def _compile_function(fn, symbol, config, options, labels) -> CompiledFunction:
     fd = describe_function(fn)                                               # describe
     memory = plan_memory(fd)                                                 # plan memory
     low = Lowerer(config, ConstPool(), options.double_buffer)
-    records = [_lower_operator(low, fd, i, memory, config, options, labels) for i in range(len(fd.ops))]
+    tuned = tuned_plans(config, options.double_buffer)  # the current tuning database's plans, if any
+    records = [_lower_operator(low, fd, i, memory, config, options, labels, tuned, symbol)
+               for i in range(len(fd.ops))]
     low.program.emit("end")                                                  # tokens: emitted per operator
     art = _package(config, symbol, low.program.encode(), low, memory, records, options)   # package
     if options.verify:                                                       # validate
@@ -93,8 +99,11 @@ def _compile_function(fn, symbol, config, options, labels) -> CompiledFunction:
 
 
 def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPlan, config: NPUConfig,
-                    options: CompileOptions, labels: Optional[Sequence[str]]) -> OpRecord:
-    """plan tiles -> schedule -> walk -> lower, for one operator; failures name the operator."""
+                    options: CompileOptions, labels: Optional[Sequence[str]], tuned: Optional[TunedPlans] = None,
+                    symbol: str = "") -> OpRecord:
+    """plan tiles -> schedule -> walk -> lower, for one operator; failures name the operator. A plan
+    comes from the user's override, else the current tuning database (checked by the tiling stage
+    like an override; a refused record falls back to the default with the reason), else the default."""
     op = fd.ops[index]
     label = labels[index] if labels is not None and index < len(labels) and labels[index] else op.name
     start = len(low.program)
@@ -104,14 +113,44 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
     try:
         ins = _operands(low.consts, op, memory)
         out = memory.values[op.result]
-        plan = plan_and_lower(low, op.desc, ins, out, options, options.plan_override(label))  # plan tiles ->
+        observe(symbol, label, op.desc)  # task extraction (tuning.records.collecting), else nothing
+        override = options.plan_override(label)
+        source, note, default_cycles = ("override" if override is not None else "default"), "", None
+        if override is None and tuned is not None:
+            override, note = _database_plan(tuned, op.desc, ins, config, options)
+            if override is not None:  # the default's predicted cycles, lowered aside for the report
+                source, default_cycles = "database", _default_cycles(op, memory, out, config, options, low)
+        plan = plan_and_lower(low, op.desc, ins, out, options, override)  # plan tiles ->
         #                                                                    schedule -> walk -> lower
     except Unsupported as e:
         raise OperatorError(index, f"{op.desc.composite} ({label}): {e}") from None
     traffic = sum(t.nbytes for t in ins) + out.nbytes
     return OpRecord(op.desc.composite, label, op.desc.sources, op.desc.kind, plan, macs_of(op.desc),
                     (start, len(low.program)), low.estimates[-1], traffic, out.nbytes // out.itemsize,
-                    op.desc.integer)
+                    op.desc.integer, source, {"database": default_cycles, "default": low.estimates[-1]}.get(source), note)
+
+
+def _default_cycles(op: FunctionOp, memory: MemoryPlan, out: DramTensor, config: NPUConfig,
+                    options: CompileOptions, low: Lowerer) -> Optional[int]:
+    """The default plan's predicted cycles (lowered into a scratch program), None if it has none."""
+    scratch = Lowerer(config, ConstPool(), low.double_buffer)
+    try:
+        plan_and_lower(scratch, op.desc, _operands(scratch.consts, op, memory), out, options)
+    except Unsupported:
+        return None
+    return scratch.estimates[-1]
+
+
+def _database_plan(tuned: TunedPlans, desc, ins: List[DramTensor], config: NPUConfig,
+                   options: CompileOptions) -> Tuple[Optional[TilePlan], str]:
+    """(the tuning database's plan for the operator, or None; why a record was not used)."""
+    plan, _ = tuned.lookup(desc)
+    if plan is None:
+        return None, ""
+    checked = tile_plan(desc, config, options, [t.dtype for t in ins], override=plan)
+    if isinstance(checked, Refusal):
+        return None, f"tuning record refused, default plan used: {checked.reason}"
+    return plan, ""
 
 
 def _operands(consts: ConstPool, op: FunctionOp, memory: MemoryPlan) -> List[DramTensor]:
@@ -208,6 +247,8 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
         art = compiled[s].artifact
         if i == 0:  # the report travels with the compiled module (tvm_npu.report_of)
             art = dataclasses.replace(art, producer={**art.producer, REPORT_META_KEY: report.to_dict()})
+        if options.golden:  # seeded random inputs and the emulator's outputs, for `tvm-npu verify`
+            art = with_golden(art)
         artifacts[s] = art.serialize()
     return P.package(fused, config.to_json(), artifacts), report             # package
 
@@ -220,7 +261,8 @@ def _codegen(fused, state, config, options, order, origin, cache) -> Tuple[Dict[
         cov = covered.get(symbol, [])
         labels = P.composite_sources(fn, cov, order, origin)
         # a later round renumbers the merged functions: the program does not depend on the symbol
-        key = (structural_hash(fn.without_attr("global_symbol")), tuple(labels))
+        key = (structural_hash(fn.without_attr("global_symbol")), tuple(labels),
+               database_identity(current_database()))  # plans may come from the tuning database
         try:
             if key not in cache:
                 cache[key] = compile_function(fn, symbol, config, options, labels)

@@ -4,9 +4,13 @@
     loaded.mod                                               # the Relax IRModule
     loaded.inputs, loaded.outputs                            # [TensorInfo(name, shape, dtype)] in call order
 
-A bad input (a missing file, a file that is not a model, an unsupported format, an unknown input
-name, a dynamic input without a shape) raises one `ModelLoadError` (a `ValueError`) that names the
-file and the reason; the frontends' own errors (e.g. unsupported operators) pass through unchanged.
+A bad input raises one typed error of tvm_npu.errors (a `ModelLoadError`, itself a `ValueError`)
+that names the file, the operator where there is one, and the reason: a missing file, a file that
+is not a model or a malformed one (`ModelFileError`: the ONNX protobuf and the TFLite flatbuffer are
+checked before TVM reads them, tvm_npu/model_check.py), an unsupported operator
+(`UnsupportedOperatorError`: ONNX node name and type, TFLite operator index and type), an unknown
+input name, a dynamic input without a shape, a shape of the wrong rank or size; whatever else the
+frontends raise becomes a `FrontendError` with their reason in one line.
 
 ONNX: initializers that old exporters also list as graph inputs are weights, not inputs; `shapes`
 fix the inputs' dimensions in the graph itself (before `slim`: onnxslim folds the shape
@@ -24,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import math
 import os
 import sys
 import warnings
@@ -31,7 +36,11 @@ import zipfile
 from pathlib import Path
 from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-__all__ = ["ModelLoadError", "ModelFileNotFoundError", "TensorInfo", "LoadedModel", "FORMATS", "load",
+from .errors import (FrontendError, ModelFileError, ModelFileNotFoundError, ModelLoadError,
+                     ShapeError, UnsupportedOperatorError, one_line)
+
+__all__ = ["ModelLoadError", "ModelFileError", "ModelFileNotFoundError", "UnsupportedOperatorError",
+           "FrontendError", "ShapeError", "TensorInfo", "LoadedModel", "FORMATS", "load",
            "fix_onnx_input_shapes"]
 
 FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt2": "pt2"}
@@ -40,18 +49,6 @@ _ZIP_MAGIC = b"PK\x03\x04"  # a .pt2 archive is a zip file (ONNX and TFLite file
 TORCH_EXTRA = "pip install 'tvm_npu[torch]' (torch==2.13.0)"
 
 Shape = Tuple[Optional[int], ...]
-
-
-class ModelLoadError(ValueError):
-    """A model that cannot be loaded: `str(e)` names the file and the reason, in one line."""
-
-    def __init__(self, what: str, reason: str):
-        super().__init__(f"cannot load model {what}: {reason}")
-        self.what, self.reason = what, reason
-
-
-class ModelFileNotFoundError(ModelLoadError, FileNotFoundError):
-    """The model file does not exist (a FileNotFoundError too, as opening it would have raised)."""
 
 
 class TensorInfo(NamedTuple):
@@ -123,10 +120,10 @@ def _describe(source, format: Optional[str]) -> Tuple[str, str]:
         if not path.exists():
             raise ModelFileNotFoundError(what, "no such file")
         if not path.is_file():
-            raise ModelLoadError(what, "not a file")
+            raise ModelFileError(what, "not a file")
         fmt = format or FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise ModelLoadError(what, f"unsupported model format {path.suffix or '(no suffix)'!r}: "
+            raise ModelFileError(what, f"unsupported model format {path.suffix or '(no suffix)'!r}: "
                                        f"{', '.join(FORMATS)} files are supported")
         return what, fmt
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -157,21 +154,21 @@ def _read_onnx(source, what: str):
     if isinstance(source, (str, os.PathLike)):
         try:
             model = onnx.load(str(source))  # (external data is read relative to the file)
-        except DecodeError as e:
-            raise ModelLoadError(what, f"not an ONNX model ({e})") from None
         except OSError as e:  # unreadable, or its external data file is missing
-            raise ModelLoadError(what, f"cannot read it ({e})") from None
+            raise ModelFileError(what, f"cannot read it ({e})") from None
+        except (DecodeError, ValueError, RuntimeError, RecursionError) as e:  # protobuf's ways of saying "garbage"
+            raise ModelFileError(what, f"not an ONNX model ({one_line(e)})") from None
         fresh = True
     elif isinstance(source, (bytes, bytearray, memoryview)):
         try:
             model = onnx.load_from_string(bytes(source))
-        except DecodeError as e:
-            raise ModelLoadError(what, f"not an ONNX model ({e})") from None
+        except (DecodeError, ValueError, RuntimeError, RecursionError) as e:
+            raise ModelFileError(what, f"not an ONNX model ({one_line(e)})") from None
         fresh = True
     else:
         model, fresh = source, False
     if not model.HasField("graph") or model.ir_version < 3:
-        raise ModelLoadError(what, "not an ONNX model (no graph, or an IR version below 3)")
+        raise ModelFileError(what, "not an ONNX model (no graph, or an IR version below 3)")
     return model, fresh
 
 
@@ -192,11 +189,12 @@ def fix_onnx_input_shapes(model, shapes: Mapping[str, Sequence[int]], what: str 
         vi = inputs.get(name)
         if vi is None:
             if strict:
-                raise ModelLoadError(what, f"it has no input {name!r} (its inputs: {', '.join(inputs) or 'none'})")
+                raise ShapeError(what, f"it has no input {name!r} (its inputs: {', '.join(inputs) or 'none'})")
             continue
         dims = vi.type.tensor_type.shape.dim
         if vi.type.tensor_type.HasField("shape") and len(dims) != len(shape):
-            raise ModelLoadError(what, f"input {name!r} has rank {len(dims)}, the shape given is {list(shape)}")
+            raise ShapeError(what, f"input {name!r} has rank {len(dims)}, the shape given is {list(shape)}",
+                             fix=f"give {len(dims)} dimensions: --shape {name}={','.join(_shown(_dims(vi)))}")
         if not len(dims):
             vi.type.tensor_type.shape.SetInParent()
             for _ in shape:
@@ -207,12 +205,40 @@ def fix_onnx_input_shapes(model, shapes: Mapping[str, Sequence[int]], what: str 
     return model
 
 
+def _shown(dims) -> List[str]:
+    return [str(d) if d is not None else "N" for d in dims or ["N"]]
+
+
+def check_shapes(shapes: Mapping[str, Sequence[int]], what: str, dtypes: Optional[Mapping[str, Any]] = None) -> None:
+    """Shapes given for inputs: positive dimensions and a size the machine can hold (the bytes are
+    estimated before anything is allocated)."""
+    import numpy as np
+
+    from .model_check import MAX_TENSOR_BYTES
+
+    for name, shape in shapes.items():
+        dims = list(shape)
+        if any(int(d) <= 0 for d in dims):
+            raise ShapeError(what, f"the shape {dims} given for input {name!r} has a dimension <= 0",
+                             fix="every dimension must be a positive integer")
+        itemsize = np.dtype((dtypes or {}).get(name) or "float32").itemsize
+        nbytes = math.prod(int(d) for d in dims) * itemsize
+        if nbytes > MAX_TENSOR_BYTES:
+            raise ShapeError(what, f"the shape {dims} given for input {name!r} is {nbytes / 2**30:.1f} GiB, above the "
+                             f"{MAX_TENSOR_BYTES >> 30} GiB an NPU tensor can address",
+                             fix="give a smaller shape")
+
+
 def _load_onnx(source, what, shapes, dtypes, slim, static, strict_shapes, keep_params_in_input,
                sanitize_input_names, opset) -> LoadedModel:
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .model_check import check_onnx_graph, check_onnx_operators
+
+    check_shapes(shapes, what, dtypes)
     model, fresh = _read_onnx(source, what)
+    check_onnx_operators(model.graph.node, what)
     inits = {t.name for t in model.graph.initializer}
     weights_as_inputs = any(i.name in inits for i in model.graph.input)
     if not fresh and (weights_as_inputs or shapes or slim):
@@ -233,21 +259,48 @@ def _load_onnx(source, what, shapes, dtypes, slim, static, strict_shapes, keep_p
             dims = _dims(vi)
             if dims is None or None in dims:
                 shown = ",".join(str(d or "N") for d in dims or ["N"])
-                raise ModelLoadError(what, f"input {vi.name!r} has dynamic dims {dims}: give its shape "
-                                           f"(--shape {vi.name}={shown} on the command line)")
-    if slim:
-        model = _slim(model)
-    mod = from_onnx(model, dtype_dict=dict(dtypes) if dtypes else "float32", opset=opset,
-                    keep_params_in_input=keep_params_in_input, sanitize_input_names=sanitize_input_names)
+                raise ShapeError(what, f"input {vi.name!r} has dynamic dims {dims}: give its shape "
+                                 f"(--shape {vi.name}={shown} on the command line)")
+    try:
+        if slim:
+            model = _slim(model, what)
+        mod = from_onnx(model, dtype_dict=dict(dtypes) if dtypes else "float32", opset=opset,
+                        keep_params_in_input=keep_params_in_input, sanitize_input_names=sanitize_input_names)
+    except Exception as e:  # noqa: BLE001 - the error boundary: the frontend's failures in one line
+        # A malformed graph is the likeliest cause: onnx.checker names it (it is not run up front, as
+        # it also refuses sloppy models the frontend imports, e.g. outputs without a shape field)
+        check_onnx_graph(model, what)
+        if isinstance(e, FrontendError):  # (onnxslim's)
+            raise
+        raise _frontend_error(what, "ONNX", e) from e
+    check_static_dims(mod, what)
     ins, outs = _signature(mod)
     names = [i.name for i in model.graph.input]
     return LoadedModel(mod, _named(names, ins), _named([o.name for o in model.graph.output], outs), "onnx", model)
 
 
-def _slim(model):
+def _slim(model, what: str = "the model"):
     import onnxslim
 
-    return onnxslim.slim(model, skip_optimizations=["graph_fusion"])
+    try:
+        return onnxslim.slim(model, skip_optimizations=["graph_fusion"])
+    except Exception as e:  # noqa: BLE001 - onnxslim runs shape inference and onnxruntime on the model
+        raise FrontendError(what, f"the fixed-shape preparation (onnxslim) failed: {one_line(e)}") from e
+
+
+def _frontend_error(what: str, frontend: str, e: Exception):
+    """A frontend's failure as one of our errors: an operator or attribute it does not implement is an
+    UnsupportedOperatorError, anything else a FrontendError; both carry its reason in one line."""
+    import tvm
+
+    if isinstance(e, (tvm.error.OpNotImplemented, tvm.error.OpAttributeUnImplemented,
+                      tvm.error.OpAttributeInvalid, tvm.error.OpAttributeRequired)):
+        return UnsupportedOperatorError(what, f"TVM's {frontend} frontend: {one_line(e)}")
+    if isinstance(e, MemoryError):
+        return FrontendError(what, f"TVM's {frontend} frontend ran out of memory importing it (a damaged size?)")
+    return FrontendError(what, f"TVM's {frontend} frontend failed: {one_line(e)}",
+                         fix="check the model with its reference runtime; if it runs there, report this with "
+                             "the traceback (--debug)")
 
 
 # ---- TFLite -----------------------------------------------------------------------------------
@@ -255,21 +308,38 @@ def _slim(model):
 def _load_tflite(source, what, shapes, dtypes, static, strict_shapes, op_converter) -> LoadedModel:
     import tflite
     from tvm.relax.frontend.tflite import from_tflite
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
+    from .model_check import check_tflite, check_tflite_consistency, check_tflite_operators
+
+    check_shapes(shapes, what, dtypes)
     if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
-        buf = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
+        try:
+            buf = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
+        except OSError as e:
+            raise ModelFileError(what, f"cannot read it ({e})") from None
         if buf[4:8] != _TFLITE_IDENTIFIER:
-            raise ModelLoadError(what, f"not a TFLite model (no {_TFLITE_IDENTIFIER.decode()} flatbuffer identifier)")
+            raise ModelFileError(what, f"not a TFLite model (no {_TFLITE_IDENTIFIER.decode()} flatbuffer identifier)")
         model = tflite.Model.GetRootAsModel(buf, 0)
+        check_tflite(model, buf, what)
     else:
         model = source
     if model.SubgraphsLength() < 1:
-        raise ModelLoadError(what, "not a TFLite model (no subgraph)")
+        raise ModelFileError(what, "not a TFLite model (no subgraph)")
     graph = model.Subgraphs(0)
-    names = [graph.Tensors(graph.Inputs(i)).Name().decode() for i in range(graph.InputsLength())]
+    names = [graph.Tensors(graph.Inputs(i)).Name().decode(errors="replace") for i in range(graph.InputsLength())]
     unknown = sorted(set(shapes) - set(names)) + sorted(set(dtypes or {}) - set(names))
     if unknown and strict_shapes:
-        raise ModelLoadError(what, f"it has no input {unknown[0]!r} (its inputs: {', '.join(names) or 'none'})")
+        raise ShapeError(what, f"it has no input {unknown[0]!r} (its inputs: {', '.join(names) or 'none'})")
+    for i, name in enumerate(names):
+        if name in shapes:
+            rank = graph.Tensors(graph.Inputs(i)).ShapeLength()
+            if rank != len(shapes[name]):
+                raise ShapeError(what, f"input {name!r} has rank {rank}, the shape given is {list(shapes[name])}",
+                                 fix=f"give {rank} dimensions")
+    if op_converter is None:  # (a caller's converter class may observe its instances: not built here)
+        check_tflite_operators(model, what, OperatorConverter)
+    check_tflite_consistency(model, what)
     kw = {}
     if shapes:
         kw["shape_dict"] = {n: list(s) for n, s in shapes.items() if n in names}
@@ -277,14 +347,18 @@ def _load_tflite(source, what, shapes, dtypes, static, strict_shapes, op_convert
         kw["dtype_dict"] = {n: d for n, d in dtypes.items() if n in names}
     if op_converter is not None:
         kw["op_converter"] = op_converter
-    mod = from_tflite(model, **kw)
+    try:
+        mod = from_tflite(model, **kw)
+    except Exception as e:  # noqa: BLE001 - the error boundary: the frontend's failures in one line
+        raise _frontend_error(what, "TFLite", e) from e
+    check_static_dims(mod, what)
     ins, outs = _signature(mod)
     inputs = _named(names, ins)
     if static:
         for t in inputs:
             if t.shape is None or None in t.shape:
-                raise ModelLoadError(what, f"input {t.name!r} has dynamic dims {t.shape}: give its shape")
-    out_names = [graph.Tensors(graph.Outputs(i)).Name().decode() for i in range(graph.OutputsLength())]
+                raise ShapeError(what, f"input {t.name!r} has dynamic dims {t.shape}: give its shape")
+    out_names = [graph.Tensors(graph.Outputs(i)).Name().decode(errors="replace") for i in range(graph.OutputsLength())]
     return LoadedModel(mod, inputs, _named(out_names, outs), "tflite", model)
 
 
@@ -341,7 +415,7 @@ def _read_pt2(source, what: str, torch):
         try:
             data = Path(source).read_bytes()
         except OSError as e:
-            raise ModelLoadError(what, f"cannot read it ({e})") from None
+            raise ModelFileError(what, f"cannot read it ({e})") from None
     else:
         data = bytes(source)
     written_by = "a .pt2 file is a zip archive written by torch.export.save"
@@ -349,26 +423,26 @@ def _read_pt2(source, what: str, torch):
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, ValueError, EOFError) as e:
-        raise ModelLoadError(what, f"not a PyTorch exported program: not a zip archive or a truncated one ({e}); "
+        raise ModelFileError(what, f"not a PyTorch exported program: not a zip archive or a truncated one ({e}); "
                                    f"{written_by}") from None
     if not any(n.endswith("/archive_format") or n == "version" for n in names):
         hint = (" (it looks like a torch.save checkpoint or a TorchScript archive: export the model with "
                 "torch.export.export and save that with torch.export.save)" if any(
                     n.endswith("/data.pkl") for n in names) else "")
-        raise ModelLoadError(what, f"not a PyTorch exported program: a zip archive without an archive_format "
+        raise ModelFileError(what, f"not a PyTorch exported program: a zip archive without an archive_format "
                                    f"record{hint}; {written_by}")
     with _LogRecords("torch.export") as logs:  # torch.export.load logs the real reason, then raises a vague one
         try:
             return torch.export.load(io.BytesIO(data))
         except Exception as e:  # noqa: BLE001 - any failure to deserialise means a damaged archive
             reason = logs.last_exception() or _one_line(e)
-    raise ModelLoadError(what, f"a damaged or incompatible torch.export archive: torch.export.load failed ({reason})")
+    raise ModelFileError(what, f"a damaged or incompatible torch.export archive: torch.export.load failed ({reason})")
 
 
 def _symbolic_binding(what: str, name: str, dims, shape: Sequence[int], bounds) -> dict[str, int]:
     """{symbolic variable: value} that gives input `name` (relax dims `dims`) the shape `shape`."""
     if len(dims) != len(shape):
-        raise ModelLoadError(what, f"input {name!r} has rank {len(dims)}, the shape given is {list(shape)}")
+        raise ShapeError(what, f"input {name!r} has rank {len(dims)}, the shape given is {list(shape)}")
     binding: dict[str, int] = {}
     lower, upper = bounds
     for axis, (d, v) in enumerate(zip(dims, shape)):
@@ -376,20 +450,20 @@ def _symbolic_binding(what: str, name: str, dims, shape: Sequence[int], bounds) 
         static = _int_or_none(d)
         if static is not None:
             if static != v:
-                raise ModelLoadError(what, f"input {name!r} has the static dim {static} at axis {axis} in the exported "
+                raise ShapeError(what, f"input {name!r} has the static dim {static} at axis {axis} in the exported "
                                            f"program, the shape given is {list(shape)}")
             continue
         sym = str(d)
         if not hasattr(d, "name"):
-            raise ModelLoadError(what, f"input {name!r} dim {axis} is the expression {sym} of other dims: give the "
+            raise ShapeError(what, f"input {name!r} dim {axis} is the expression {sym} of other dims: give the "
                                        f"shapes of the inputs that define them")
         lo, hi = lower.get(sym), upper.get(sym)
         if (lo is not None and v < int(lo)) or (hi is not None and v > int(hi)):
             rng = f"[{lo if lo is not None else 0}, {hi if hi is not None else 'inf'}]"
-            raise ModelLoadError(what, f"input {name!r} dim {axis} ({sym}) was exported with the range {rng}; "
+            raise ShapeError(what, f"input {name!r} dim {axis} ({sym}) was exported with the range {rng}; "
                                        f"the shape given is {list(shape)}")
         if binding.setdefault(sym, v) != v:
-            raise ModelLoadError(what, f"input {name!r} uses the dynamic dim {sym} twice with different values in "
+            raise ShapeError(what, f"input {name!r} uses the dynamic dim {sym} twice with different values in "
                                        f"{list(shape)}")
     return binding
 
@@ -408,7 +482,7 @@ def _load_pt2(source, what, shapes, dtypes, static, strict_shapes, keep_params_i
     names = list(signature.user_inputs)
     unknown = sorted(set(shapes) - set(names)) + sorted(set(dtypes or {}) - set(names))
     if unknown and strict_shapes:
-        raise ModelLoadError(what, f"it has no input {unknown[0]!r} (its inputs: {', '.join(names) or 'none'})")
+        raise ShapeError(what, f"it has no input {unknown[0]!r} (its inputs: {', '.join(names) or 'none'})")
     with warnings.catch_warnings():  # torch 2.13's run_decompositions deep-copies a deprecated spec type of its own
         warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", FutureWarning)
         mod = from_exported_program(program, keep_params_as_input=keep_params_in_input, unwrap_unit_return_tuple=True)
@@ -424,10 +498,10 @@ def _load_pt2(source, what, shapes, dtypes, static, strict_shapes, keep_params_i
             continue
         ty = params[name].ty
         if not isinstance(ty, relax.TensorType) or ty.shape is None or not hasattr(ty.shape, "values"):
-            raise ModelLoadError(what, f"input {name!r} is not a tensor of known rank; it takes no shape")
+            raise ShapeError(what, f"input {name!r} is not a tensor of known rank; it takes no shape")
         for sym, v in _symbolic_binding(what, name, list(ty.shape.values), shape, bounds).items():
             if binding.setdefault(sym, v) != v:
-                raise ModelLoadError(what, f"the dynamic dim {sym} is given as {binding[sym]} and as {v} "
+                raise ShapeError(what, f"the dynamic dim {sym} is given as {binding[sym]} and as {v} "
                                            f"(input {name!r})")
     if binding:
         mod = relax.transform.BindSymbolicVars(binding, "main")(mod)
@@ -442,7 +516,7 @@ def _load_pt2(source, what, shapes, dtypes, static, strict_shapes, keep_params_i
         for t in inputs:
             if t.shape is None or None in t.shape:
                 shown = ",".join(str(d) if d is not None else "N" for d in t.shape or ["N"])
-                raise ModelLoadError(what, f"input {t.name!r} has dynamic dims {list(t.shape or [])} (exported with "
+                raise ShapeError(what, f"input {t.name!r} has dynamic dims {list(t.shape or [])} (exported with "
                                            f"torch.export.Dim): give its shape (--shape {t.name}={shown} on the "
                                            f"command line)")
     _, outs = _signature(mod)
@@ -469,6 +543,27 @@ def _int_or_none(v) -> Optional[int]:
         return int(v)
     except (TypeError, ValueError):
         return None
+
+
+def check_static_dims(mod, what: str) -> None:
+    """Refuses an imported module in which a tensor gets a negative static dimension: the model's
+    operator options do not fit their inputs (e.g. a pooling window larger than its input), which the
+    frontends do not check and the compiler cannot handle."""
+    from tvm import relax
+
+    from .provenance import source_name
+
+    fn = mod["main"]
+    bindings = [(f"input {p.name}", p.ty) for p in fn.params]
+    if isinstance(fn.body, relax.SeqExpr):
+        bindings += [(f"operator {source_name(b.value) or b.var.name}", b.var.ty)
+                     for block in fn.body.blocks for b in block.bindings]
+    for where, ty in bindings:
+        for shape, _ in _leaves(ty):
+            if shape is not None and any(d is not None and d < 0 for d in shape):
+                raise ModelFileError(what, f"its output gets the shape {list(shape)}: the operator's attributes do not "
+                                           f"fit its input (e.g. a window or stride larger than the input)",
+                                     operator=where, fix="check the model with its reference runtime; it is inconsistent")
 
 
 def _signature(mod) -> Tuple[List[Tuple], List[Tuple]]:

@@ -48,6 +48,8 @@ class CompileOptions:
     fp16_overflow  what a run does when an NPU layer's float results overflow to inf or become NaN:
                    "warn" (a tvm_npu.NumericsWarning naming the layer), "error" (the call raises
                    tvm_npu.NumericsError) or "ignore"; carried in the artifact, checked by the runtime
+    golden         store golden data in every NPU artifact (seeded random inputs and the emulator's
+                   outputs) for `tvm-npu verify` to replay (tvm_npu.library.with_golden)
     """
 
     should_run: bool = True
@@ -56,6 +58,7 @@ class CompileOptions:
     plan_overrides: Tuple[Tuple[str, Any], ...] = ()
     verify: bool = True
     fp16_overflow: str = "warn"
+    golden: bool = False
 
     def __post_init__(self) -> None:
         if self.fp16_overflow not in FP16_OVERFLOW_POLICIES:
@@ -75,6 +78,7 @@ class CompileOptions:
     def to_dict(self) -> dict:
         return {"should_run": self.should_run, "cpu": dataclasses.asdict(self.cpu),
                 "double_buffer": self.double_buffer, "verify": self.verify, "fp16_overflow": self.fp16_overflow,
+                "golden": self.golden,
                 "plan_overrides": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in self.plan_overrides}}
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from typing import Any, Dict, List, Optional
 
+from .errors import ProfileError
 from .runtime_module import NPUProfile, find_npu_modules, set_trace
 
 __all__ = ["enable_trace", "profile", "LayerRow", "ModelProfile"]
@@ -59,6 +60,8 @@ class ModelProfile:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def table(self) -> str:
+        if not self.counters:
+            return "NPU profile: no NPU function in this module"
         lines = [f"NPU profile ({self.config}, {self.clock_mhz} MHz): {self.total_cycles} cycles = "
                  f"{self.total_cycles / self.clock_mhz:.1f} us in {len(self.counters)} NPU call(s)",
                  f"  {'layer':28s} {'cycles':>10s} {'predicted':>10s} {'roofline':>10s} {'eff':>6s}  source"]
@@ -70,9 +73,15 @@ class ModelProfile:
 
 def profile(module, symbol: Optional[str] = None) -> ModelProfile:
     """The profile of the last run of every NPU symbol in `module` (an executable's `.mod`, a VM's
-    `.module` or a loaded library). Per-layer rows need `enable_trace(module)` before the run."""
+    `.module` or a loaded library). Per-layer rows need `enable_trace(module)` before the run.
+    A module without NPU functions has an empty profile; an unknown `symbol`, or NPU functions that
+    have not run yet, are a ProfileError."""
     symbols = sorted({str(s) for m in find_npu_modules(module) for s in m["npu_symbols"]()})
+    if not symbols:
+        return ModelProfile("", 0, {}, [])
     if symbol is not None:
+        if symbol not in symbols:
+            raise ProfileError(f"no NPU function {symbol!r} in this module (its NPU functions: {', '.join(symbols)})")
         symbols = [symbol]
     counters, layers, config = {}, [], None
     for sym in symbols:
@@ -91,4 +100,8 @@ def profile(module, symbol: Optional[str] = None) -> ModelProfile:
             m = meta[i] if i < len(meta) else {}
             layers.append(LayerRow(sym, lp.op, lp.source, lp.cycles, int(m.get("predicted_cycles", 0)),
                                    float(m.get("roofline_cycles", 0.0)), int(m.get("macs", 0))))
-    return ModelProfile(config.name if config else "", config.clock_mhz if config else 0, counters, layers)
+    if config is None:
+        raise ProfileError(f"none of the module's {len(symbols)} NPU function(s) has run yet",
+                           fix="run the model first (vm['main'](...)), with enable_trace(module) before it for "
+                               "per-layer rows")
+    return ModelProfile(config.name, config.clock_mhz, counters, layers)

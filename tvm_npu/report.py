@@ -34,6 +34,9 @@ class OpRecord:
     min_dram_bytes: int = 0  # inputs, weights and outputs each moved once (the roofline's traffic)
     vector_elems: int = 0  # one vector pass over the output
     integer: bool = False  # int8 operands: the MAC array's full rate (fp16 runs at half rate)
+    plan_source: str = "default"  # where the plan came from: "default", "database" (tuning) or "override"
+    default_predicted_cycles: Optional[int] = None  # the default plan's prediction (None: a user override)
+    plan_note: str = ""  # e.g. why a tuning record was refused
 
     def roofline_cycles(self, config: NPUConfig) -> float:
         return roofline_cycles(self.macs, not self.integer, self.min_dram_bytes, self.vector_elems, config)
@@ -43,7 +46,9 @@ class OpRecord:
                 "plan": self.plan.to_dict() if self.plan else None, "macs": self.macs,
                 "min_dram_bytes": self.min_dram_bytes, "vector_elems": self.vector_elems,
                 "predicted_cycles": self.predicted_cycles, "roofline_cycles": round(self.roofline_cycles(config), 1),
-                "instructions": list(self.instr_range)}
+                "instructions": list(self.instr_range), "plan_source": self.plan_source,
+                "default_predicted_cycles": self.default_predicted_cycles,
+                **({"plan_note": self.plan_note} if self.plan_note else {})}
 
 
 @dataclasses.dataclass
@@ -88,8 +93,10 @@ class PartitionReport:
     def summary(self, verbose: bool = True) -> str:
         """One line per operator (`verbose`), or one line per distinct reason an operator stayed on the CPU."""
         npu = [p for p in self.placements if p.target == "npu"]
+        offloaded = sum(1 for f in self.functions.values() if f.get("offloaded", True))
+        kept = len(self.functions) - offloaded
         lines = [f"NPU partitioning for {self.config}: {len(npu)} of {len(self.placements)} operators on the NPU "
-                 f"in {len(self.functions)} function(s)"]
+                 f"in {offloaded} NPU function(s)" + (f" ({kept} candidate region(s) kept on the CPU)" if kept else "")]
         if verbose:
             for p in self.placements:
                 where = f"npu  {p.composite:24s}" if p.target == "npu" else f"cpu  {'':24s}"

@@ -202,7 +202,7 @@ def test_pt2_file_loads_compiles_and_runs_like_eager(tmp_path, capsys):
     got = vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
     assert_fp16_network_close(got, _eager(model, x), 2)
     np.save(tmp_path / "x.npy", x.numpy())
-    assert main(["run", path, "--input", str(tmp_path / "x.npy")]) == 0
+    assert main(["run", path, "--input", str(tmp_path / "x.npy"), "--verbose"]) == 0  # (per-layer profile rows)
     assert "npu.conv2d" in capsys.readouterr().out
 
 
@@ -264,7 +264,7 @@ def test_a_bad_pt2_file_is_one_error_naming_it(tmp_path, capsys):
         msg = str(info.value)
         assert isinstance(info.value, ValueError) and "\n" not in msg, msg
         assert str(path) in msg and reason in msg, msg
-        assert main(["explain", str(path)]) == 2
+        assert main(["explain", str(path)]) == 3  # a bad model file (tvm_npu.errors.ModelFileError)
         _one_error_line(capsys, path, reason)
 
 
@@ -274,7 +274,7 @@ def test_an_operator_the_frontend_cannot_convert_is_one_cli_error(tmp_path, caps
             return torch.special.bessel_j0(x)
 
     path = _save(Bessel(), tmp_path / "bessel.pt2", _x(4, 4))
-    assert main(["explain", path]) == 2
+    assert main(["explain", path]) == 4  # an unsupported operator (tvm_npu.errors.UnsupportedOperatorError)
     _one_error_line(capsys, path, "cannot convert these operators: ['special_bessel_j0.default']")
 
 

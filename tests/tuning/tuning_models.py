@@ -1,0 +1,34 @@
+"""Small one-operator models for the tuning tests (one MAC operator each, so a program's cycles are
+the operator's)."""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+RNG = np.random.default_rng(5)
+W_CONV = (RNG.standard_normal((32, 16, 3, 3)) * 0.2).astype(np.float32)
+W_MM = (RNG.standard_normal((64, 40)) * 0.2).astype(np.float32)
+
+
+def conv_model():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 16, 14, 14], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(W_CONV), padding=1)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def matmul_model():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([98, 64], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.matmul(x, relax.const(W_MM)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+MODELS = {"conv": conv_model, "matmul": matmul_model}

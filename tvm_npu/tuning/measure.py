@@ -1,0 +1,249 @@
+"""MetaSchedule's custom parts for the NPU: the SRAM postprocessor, the tile-decision mutator, the
+builder (candidate -> NPU program) and the runner (program -> emulator cycles).
+
+The builder tensorizes the candidate's schedule for its plan (never recorded in the trace), walks it
+with the code generator's walker, and refuses it unless its events are those the compile path lowers
+for that plan; the program is then the compile path's (lowering.plan_and_lower with the plan as an
+override, operands placed in DRAM as the memory plan stores them). Each artifact gets a temporary
+directory of its own (MetaSchedule's RemoveBuildArtifact deletes the artifact's parent directory).
+The runner times the program with `Emulator.check` (cycles do not depend on data) and reports
+cycles / clock as run_secs. Measurements are cached by (workload, plan): the builder skips what the
+database already holds, so a resumed run does not measure a plan twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+
+from tvm import s_tir
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+from tvm.s_tir.meta_schedule.mutator import PyMutator
+from tvm.s_tir.meta_schedule.postproc import PyPostproc
+from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
+
+from ..config import NPUConfig
+from ..ir.desc import OpDesc
+from ..ir.memory import over_budget, storage_dtype
+from ..ir.plan import MacPlan
+from ..isa import Region
+from ..lowering import Lowerer, plan_and_lower
+from ..lowering.mac import tir_events
+from ..lowering.memory import ConstPool, DramTensor
+from ..options import CompileOptions
+from ..tiling import mac as mac_tiling
+from ..tiling import needs
+from ..tir_schedules.walker import Walker
+from .records import WORKLOAD_KEY, plan_of_schedule, unpadded_kernel
+from .space import tensorize
+
+ARTIFACT = "npu_candidate.json"
+
+
+def fits(desc: OpDesc, plan: MacPlan | None, config: NPUConfig) -> str | None:
+    """Why `plan` cannot tile `desc` on `config` (None: it can)."""
+    if plan is None:
+        return "not a schedule of the NPU design space (no plan annotations)"
+    return mac_tiling.illegal(desc, plan) or over_budget(config, needs(desc, plan, config))
+
+
+@derived_object
+class FitsSram(PyPostproc):
+    """Rejects candidates whose tiles do not fit the SRAMs (tiling.needs + ir.memory.over_budget)."""
+
+    def __init__(self, desc: OpDesc, config: NPUConfig):
+        super().__init__()
+        self.desc, self.config = desc, config
+
+    def _initialize_with_tune_context(self, context) -> None:
+        pass
+
+    def apply(self, sch: s_tir.Schedule) -> bool:
+        return fits(self.desc, plan_of_schedule(sch), self.config) is None
+
+    def clone(self):
+        return FitsSram(self.desc, self.config)
+
+
+@derived_object
+class MutateTileDecision(PyMutator):
+    """Changes one `sample_categorical` decision (a tile size) to another candidate."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+        self.rng = random.Random(seed)
+
+    def _initialize_with_tune_context(self, context) -> None:
+        pass
+
+    def apply(self, trace, _rand_state=None):
+        insts = [i for i in trace.insts if i.kind.name == "SampleCategorical" and len(i.attrs[0]) > 1]
+        if not insts:
+            return None
+        inst = self.rng.choice(insts)
+        old = int(trace.decisions[inst])
+        new = self.rng.randrange(len(inst.attrs[0]) - 1)
+        return trace.with_decision(inst, new + (new >= old), True)
+
+    def clone(self):
+        return MutateTileDecision(self.rng.randrange(1 << 30))
+
+
+def lower_standalone(desc: OpDesc, config: NPUConfig, plan: MacPlan) -> tuple[bytes, int, int]:
+    """(program, const bytes, io bytes) of the operator alone with `plan`, through the compile path's
+    lowering: inputs then output in IO, weights in CONST, in the memory plan's storage dtypes."""
+    low = Lowerer(config, ConstPool(), plan.double_buffer)
+    offset, ins = 0, []
+    for t in desc.inputs:
+        dt = storage_dtype(desc, t)
+        if t.is_const:
+            ins.append(low.consts.tensor(t.const, dt))
+        else:
+            ins.append(DramTensor(Region.IO, offset, tuple(t.shape), dt))
+            offset += (ins[-1].nbytes + 15) // 16 * 16
+    out = DramTensor(Region.IO, offset, tuple(desc.output.shape), storage_dtype(desc, desc.output))
+    plan_and_lower(low, desc, ins, out, CompileOptions(double_buffer=plan.double_buffer), override=plan)
+    low.program.emit("end")
+    return low.program.encode(), len(low.consts.data), offset + out.nbytes
+
+
+def candidate_events(mod, desc: OpDesc, plan: MacPlan):
+    """The walker's events of a candidate's scheduled workload, tensorized for `plan`."""
+    sch = s_tir.Schedule(mod)
+    kernel = unpadded_kernel(desc)
+    tensorize(sch, kernel, plan)
+    return Walker(sch.mod["main"], kernel.valid).events()
+
+
+def build_candidate(mod, desc: OpDesc, config: NPUConfig) -> tuple[MacPlan, bytes, int, int]:
+    """(plan, program, const bytes, io bytes) of a candidate; raises if it is not a legal NPU schedule
+    or its TIR is not what the compile path lowers for its plan."""
+    plan = plan_of_schedule(s_tir.Schedule(mod), bool(int(mod["main"].attrs["npu.double_buffer"])))
+    why = fits(desc, plan, config)
+    if why:
+        raise ValueError(why)
+    if candidate_events(mod, desc, plan) != tir_events(desc, plan, plan.double_buffer)[1]:
+        raise ValueError(f"the candidate's TIR for {plan.to_dict()} differs from the compile path's schedule")
+    return (plan, *lower_standalone(desc, config, plan))
+
+
+class Measurements:
+    """Measured cycles by (workload key, plan), shared by builder and runner (and seeded from the
+    database, so a resumed run does not measure again), and the count of emulator runs."""
+
+    def __init__(self):
+        self.cycles: dict[tuple[str, MacPlan], int] = {}
+        self.emulated: list[tuple[str, MacPlan]] = []
+
+    def add(self, key: str, plan: MacPlan, cycles: int) -> None:
+        old = self.cycles.get((key, plan))
+        self.cycles[(key, plan)] = cycles if old is None else min(old, cycles)
+
+
+def _workload_key(mod) -> str:
+    return str(mod["main"].attrs[WORKLOAD_KEY])
+
+
+@derived_object
+class NPUBuilder(PyBuilder):
+    """Candidate schedule -> NPU program (or the cached measurement of its plan)."""
+
+    def __init__(self, tasks: dict[str, object], measurements: Measurements):
+        super().__init__()
+        self.tasks, self.measurements = tasks, measurements
+
+    def build(self, build_inputs) -> list[BuilderResult]:
+        return [self._build(bi.mod) for bi in build_inputs]
+
+    def _build(self, mod) -> BuilderResult:
+        try:
+            key = _workload_key(mod)
+            task = self.tasks[key]
+            plan = plan_of_schedule(s_tir.Schedule(mod), task.double_buffer)
+            meta = {"key": key, "config": task.config.to_json()}
+            cached = self.measurements.cycles.get((key, plan))
+            if cached is not None:
+                meta["cached_cycles"] = cached
+                program = b""
+            else:
+                plan, program, meta["const_bytes"], meta["io_bytes"] = build_candidate(mod, task.desc, task.config)
+                meta["plan"] = [plan.rows, plan.cols, plan.depth, plan.double_buffer, plan.order]
+        except Exception as e:  # noqa: BLE001 - any failure is this candidate's build error
+            return BuilderResult(None, f"{type(e).__name__}: {e}")
+        d = tempfile.mkdtemp(prefix="npu_candidate_")
+        with open(os.path.join(d, "program.bin"), "wb") as f:
+            f.write(program)
+        path = os.path.join(d, ARTIFACT)
+        with open(path, "w") as f:
+            json.dump(meta, f)
+        return BuilderResult(path, None)
+
+
+@derived_object
+class _Done(PyRunnerFuture):
+    def __init__(self, result: RunnerResult):
+        super().__init__()
+        self._result = result
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> RunnerResult:
+        return self._result
+
+
+def measure_artifact(path: str, measurements: Measurements | None = None) -> tuple[int, bool]:
+    """(cycles, whether the emulator ran) of a builder artifact."""
+    import npu_emulator
+
+    with open(path) as f:
+        meta = json.load(f)
+    if "cached_cycles" in meta:
+        return int(meta["cached_cycles"]), False
+    with open(os.path.join(os.path.dirname(path), "program.bin"), "rb") as f:
+        program = f.read()
+    config = NPUConfig.from_json(meta["config"])
+    counters = npu_emulator.Emulator(config).check(program, const_bytes=meta["const_bytes"],
+                                                   io_bytes=meta["io_bytes"], scratch_bytes=0)
+    cycles = int(counters.cycles)
+    if measurements is not None:
+        plan = MacPlan(*meta["plan"])
+        measurements.add(meta["key"], plan, cycles)
+        measurements.emulated.append((meta["key"], plan))
+    return cycles, True
+
+
+@derived_object
+class EmulatorRunner(PyRunner):
+    """Builder artifact -> emulator cycles / clock, as run_secs."""
+
+    def __init__(self, clock_hz: float, measurements: Measurements):
+        super().__init__()
+        self.clock_hz, self.measurements = clock_hz, measurements
+
+    def run(self, runner_inputs) -> list:
+        out = []
+        for ri in runner_inputs:
+            try:
+                cycles, _ = measure_artifact(str(ri.artifact_path), self.measurements)
+                out.append(_Done(RunnerResult([cycles / self.clock_hz], None)))
+            except Exception as e:  # noqa: BLE001 - a failed run is this candidate's error
+                out.append(_Done(RunnerResult(None, f"{type(e).__name__}: {e}")))
+        return out
+
+
+__all__ = [
+    "EmulatorRunner",
+    "FitsSram",
+    "Measurements",
+    "MutateTileDecision",
+    "NPUBuilder",
+    "build_candidate",
+    "fits",
+    "lower_standalone",
+    "measure_artifact",
+]

@@ -1,0 +1,208 @@
+"""The MetaSchedule design space of a MAC operator: the default schedule's steps (tir_schedules.default)
+on the unpadded workload, with the plan's tile sizes sampled.
+
+The tile sizes (`rows`, `cols`, `depth`) are `sample_categorical` decisions over the legal candidates
+of the tiling stage (tiling.mac.candidates); the splits are `disable_predication=True`, so the loops
+cover whole tiles exactly as the padded kernel of the compile path does. Structural choices are
+separate design spaces, one per (loop order, K whole or chunked), since a Python `if` on a sampled
+value is not replayed: the order decides the loop nest, and whether K is one chunk decides where the
+weight tile is cached. Tensorizing is not part of the trace (a database whose traces tensorize onto
+shape-specific intrinsics does not open in a fresh process); `tensorize` does it for a concrete plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from tvm import s_tir
+
+from ..config import NPUConfig
+from ..ir.desc import OpDesc
+from ..ir.geometry import conv_geom, matmul_geom
+from ..ir.memory import ACC
+from ..ir.plan import INPUTS_RESIDENT, MAC_ORDERS, WEIGHTS_RESIDENT, MacPlan
+from ..tiling import mac as mac_tiling
+from ..tir_schedules import intrinsics as I
+from ..tir_schedules.default import _dtypes, _finish
+from ..tir_schedules.kernels import Kernel
+from .records import ORDER_KEY, PLAN_KEYS, mac_block
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """One design space: the loop order and whether K is one chunk (depth = K) or several."""
+
+    order: str
+    chunked: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.order}{'_kchunks' if self.chunked else ''}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """The candidate values of each decision (largest first) and the design spaces of an operator."""
+
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+    depth: tuple[int, ...]  # every legal depth; K itself is the whole-K space's only value
+    k: int  # the reduction extent (input channels per group, or K)
+    dense: bool  # depth is a decision (dense convolutions and matmuls)
+    structures: tuple[Structure, ...]
+
+    def depths(self, s: Structure) -> tuple[int, ...]:
+        return tuple(d for d in self.depth if d < self.k) if s.chunked else (self.k,)
+
+    def size(self) -> int:
+        """Plans in the space (before the SRAM budget): the exhaustive trial count's upper bound."""
+        return sum(len(self.rows) * len(self.cols) * len(self.depths(s)) for s in self.structures)
+
+    def structure_of(self, plan: MacPlan) -> Structure:
+        return Structure(plan.order, self.dense and plan.depth < self.k)
+
+
+def space_of(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> Space:
+    cands = list(mac_tiling.candidates(desc, config, double_buffer, MAC_ORDERS))
+    rows = tuple(sorted({p.rows for p in cands}, reverse=True))
+    cols = tuple(sorted({p.cols for p in cands}, reverse=True))
+    depth = tuple(sorted({p.depth for p in cands}, reverse=True))
+    orders = tuple(sorted({p.order for p in cands}, key=MAC_ORDERS.index))
+    if desc.kind == "conv2d":
+        g = conv_geom(desc)
+        dense, k = g.groups == 1, (g.cin if g.groups == 1 else depth[0])
+    else:
+        dense, k = True, matmul_geom(desc)[1]
+    structures = [Structure(o, False) for o in orders]
+    if dense and any(d < k for d in depth):
+        structures += [Structure(o, True) for o in orders]
+    return Space(rows, cols, depth, k, dense, tuple(structures))
+
+
+def _uniform(n: int) -> list[float]:
+    return [1.0 / n] * n
+
+
+def apply_plan(sch: s_tir.Schedule, kernel: Kernel, structure: Structure, rows, cols, depth,
+               double_buffer: bool = True) -> None:
+    """tir_schedules.default's steps 1-5 on the unpadded kernel; `rows`, `cols`, `depth` are ints or
+    sampled ExprRVs, recorded as annotations of the `mac` block (records.plan_of_schedule)."""
+    a = kernel.attrs
+    mac = sch.get_sblock("mac")
+    loops = sch.get_loops(mac)
+    inputs_resident = structure.order == INPUTS_RESIDENT
+    whole_k = not structure.chunked
+    if kernel.kind == "gemm":
+        b, i, j, k = loops
+        i_o, i_i = sch.split(i, [None, rows], disable_predication=True)
+        j_o, j_i = sch.split(j, [None, cols], disable_predication=True)
+        k_o, k_i = sch.split(k, [None, depth], disable_predication=True)
+        sch.set_scope(mac, 0, ACC)
+        if inputs_resident:
+            sch.reorder(b, i_o, j_o, k_o, i_i, j_i, k_i)
+            _finish(sch, kernel, mac, j_o, (k_o, i_o if whole_k else k_o), j_o, double_buffer)
+        else:
+            sch.reorder(b, j_o, i_o, k_o, i_i, j_i, k_i)
+            _finish(sch, kernel, mac, i_o, (j_o if whole_k else k_o, k_o), j_o, double_buffer)
+        sch.decompose_reduction(mac, k_o)
+    else:
+        dense = kernel.kind == "conv2d" and not a["ng"]
+        if kernel.kind == "dwconv2d":
+            n, y, x, c, ky, kx = loops
+        else:
+            n, y, x, c, ky, kx, ci = loops
+        y_o, y_i = sch.split(y, [None, rows], disable_predication=True)
+        c_o, c_i = sch.split(c, [None, cols], disable_predication=True)
+        if dense:
+            ci_o, ci_i = sch.split(ci, [None, depth], disable_predication=True)
+            if inputs_resident:
+                sch.reorder(n, y_o, c_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
+            else:
+                sch.reorder(n, c_o, y_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
+            chunk = ci_o
+        elif kernel.kind == "conv2d":
+            sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx, ci)
+            chunk = y_o
+        else:
+            sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx)
+            chunk = y_o
+        sch.set_scope(mac, 0, ACC)
+        if inputs_resident:
+            _finish(sch, kernel, mac, c_o, (chunk, y_o if whole_k else chunk), c_o, double_buffer)
+        else:
+            _finish(sch, kernel, mac, y_o, (c_o if whole_k else chunk, chunk), c_o, double_buffer)
+        sch.decompose_reduction(mac, chunk if dense else y_i)
+    for key, value in zip(PLAN_KEYS, (rows, cols, depth)):
+        sch.annotate(mac, key, value)
+    sch.annotate(mac, ORDER_KEY, structure.order)
+
+
+def sample_plan(sch: s_tir.Schedule, kernel: Kernel, space: Space, structure: Structure,
+                plan: MacPlan | None = None, double_buffer: bool = True) -> None:
+    """Samples the tile sizes of `structure` (with `plan`: decided as that plan) and applies them."""
+    values = []
+    for name, cands in (("rows", space.rows), ("cols", space.cols), ("depth", space.depths(structure))):
+        if len(cands) == 1:
+            values.append(cands[0])
+            continue
+        pick = None if plan is None else cands.index(getattr(plan, name))
+        values.append(sch.sample_categorical(list(cands), _uniform(len(cands)), decision=pick))
+    apply_plan(sch, kernel, structure, *values, double_buffer=double_buffer)
+
+
+def design_spaces(workload_mod, kernel: Kernel, space: Space, double_buffer: bool = True) -> list[s_tir.Schedule]:
+    """One schedule per structure (ScheduleFn returns them all: each is a design space)."""
+    out = []
+    for s in space.structures:
+        sch = s_tir.Schedule(workload_mod)
+        sample_plan(sch, kernel, space, s, None, double_buffer)
+        out.append(sch)
+    return out
+
+
+def schedule_of_plan(workload_mod, kernel: Kernel, space: Space, plan: MacPlan) -> s_tir.Schedule:
+    """The design-space schedule whose decisions are `plan` (the default plan's record)."""
+    sch = s_tir.Schedule(workload_mod)
+    sample_plan(sch, kernel, space, space.structure_of(plan), plan, plan.double_buffer)
+    return sch
+
+
+def tensorize(sch: s_tir.Schedule, kernel: Kernel, plan: MacPlan) -> None:
+    """Step 6 of tir_schedules.default for a concrete plan: the inner tile onto its NPU intrinsic
+    (done by the builder and never recorded in a trace)."""
+    a = kernel.attrs
+    dt, wdt, adt = _dtypes(kernel)
+    loops = sch.get_loops(mac_block(sch))
+    if kernel.kind == "gemm":
+        intrin = I.gemm_intrin(plan.rows, plan.depth, plan.cols, a["batched_rhs"], dt, wdt, adt, a["a_offset"])
+        tile = loops[4]
+    elif kernel.kind == "dwconv2d":
+        intrin = I.dwconv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], a["mult"], a["sh"], a["sw"],
+                                   a["dh"], a["dw"], dt, wdt, adt, a["a_offset"])
+        tile = loops[3]
+    else:
+        intrin = I.conv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], plan.depth, a["sh"], a["sw"],
+                                 a["dh"], a["dw"], a["ng"], a["cg"], dt, wdt, adt, a["a_offset"])
+        tile = loops[4 if not a["ng"] else 3]
+    sch.tensorize(tile, intrin)
+
+
+def enumerate_plans(space: Space, double_buffer: bool = True) -> Sequence[MacPlan]:
+    """Every plan of the space (before the SRAM budget), for exhaustive search."""
+    return [MacPlan(r, c, d, double_buffer, s.order) for s in space.structures for d in space.depths(s)
+            for c in space.cols for r in space.rows]
+
+
+__all__ = [
+    "WEIGHTS_RESIDENT",
+    "Space",
+    "Structure",
+    "apply_plan",
+    "design_spaces",
+    "enumerate_plans",
+    "sample_plan",
+    "schedule_of_plan",
+    "space_of",
+    "tensorize",
+]
