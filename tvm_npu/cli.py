@@ -349,9 +349,11 @@ def _build(loaded, target, options: Dict[str, Any]):
     from .options import compile_options
     from .target import is_npu_target
 
+    from .progress import compile_bar
+
     t0 = time.perf_counter()
-    try:
-        with compile_options(**options):
+    try:  # a progress bar on a terminal (stderr): stages and NPU operators lowered
+        with compile_options(**options), compile_bar(f"compiling for {getattr(target, 'kind', target)}"):
             ex = tvm.compile(loaded.mod, target=target)
     except NPUError:
         raise

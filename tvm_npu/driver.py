@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tvm
 from tvm import relax
@@ -41,6 +41,7 @@ from .lowering import Lowerer, plan_and_lower
 from .lowering.dram import MemoryPlan, plan_memory
 from .lowering.memory import ConstPool, DramTensor
 from .options import CompileOptions, current_options
+from .progress import report as report_progress
 from .relay_ext import partition as P
 from .relay_ext import patterns as pt
 from .relay_ext.functions import describe_function
@@ -71,25 +72,30 @@ class CompiledFunction:
 # ---- one NPU function ------------------------------------------------------------------------------
 
 def compile_function(fn: relax.Function, symbol: str, config: NPUConfig, options: Optional[CompileOptions] = None,
-                     labels: Optional[Sequence[str]] = None) -> CompiledFunction:
-    """Compiles one partitioned NPU function; `labels`: per composite, the user's operators it covers."""
+                     labels: Optional[Sequence[str]] = None,
+                     on_operator: Optional[Callable[[int, int], None]] = None) -> CompiledFunction:
+    """Compiles one partitioned NPU function; `labels`: per composite, the user's operators it covers;
+    `on_operator(i, n)` after operator i of n is lowered (progress)."""
     options = options or CompileOptions()
     collecting = gc.isenabled()
     gc.disable()  # hundreds of thousands of live instruction objects: the cyclic GC would rescan them repeatedly
     try:
-        return _compile_function(fn, symbol, config, options, labels)
+        return _compile_function(fn, symbol, config, options, labels, on_operator)
     finally:
         if collecting:
             gc.enable()
 
 
-def _compile_function(fn, symbol, config, options, labels) -> CompiledFunction:
+def _compile_function(fn, symbol, config, options, labels, on_operator=None) -> CompiledFunction:
     fd = describe_function(fn)                                               # describe
     memory = plan_memory(fd)                                                 # plan memory
     low = Lowerer(config, ConstPool(), options.double_buffer)
     tuned = tuned_plans(config, options.double_buffer)  # the current tuning database's plans, if any
-    records = [_lower_operator(low, fd, i, memory, config, options, labels, tuned, symbol)
-               for i in range(len(fd.ops))]
+    records = []
+    for i in range(len(fd.ops)):                                             # per operator:
+        records.append(_lower_operator(low, fd, i, memory, config, options, labels, tuned, symbol))
+        if on_operator is not None:
+            on_operator(i, len(fd.ops))
     low.program.emit("end")                                                  # tokens: emitted per operator
     art = _package(config, symbol, low.program.encode(), low, memory, records, options)   # package
     if options.verify:                                                       # validate
@@ -202,8 +208,10 @@ def partition_for_npu(mod: tvm.IRModule, config: NPUConfig, options: Optional[Co
 
 def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions) -> Tuple[tvm.IRModule, PartitionReport]:
     """The model driver: (partitioned module with the NPU runtime module, report)."""
+    report_progress("preparing")
     early = P.prepare(mod)                                                   # prepare
     state = pt.PartitionState(config, options)
+    report_progress("partitioning")
     folded, fused = P.fuse(early, state)                                     # fuse (can run)
     integer_fused = any(lookup(name).integer for name, _ in state.groups)
     cache: Dict[tuple, CompiledFunction] = {}
@@ -250,6 +258,7 @@ def compile_model(mod: tvm.IRModule, config: NPUConfig, options: CompileOptions)
         if options.golden:  # seeded random inputs and the emulator's outputs, for `tvm-npu verify`
             art = with_golden(art)
         artifacts[s] = art.serialize()
+    report_progress("packaging; then the CPU part (llvm)")
     return P.package(fused, config.to_json(), artifacts), report             # package
 
 
@@ -257,7 +266,16 @@ def _codegen(fused, state, config, options, order, origin, cache) -> Tuple[Dict[
     """Compiles every NPU function; failures map back to the user's operators they cover."""
     compiled, failed = {}, {}
     covered, roots = P.function_vars(fused, state), P.function_roots(fused, state)
-    for symbol, fn in P.npu_functions(fused):
+    functions = list(P.npu_functions(fused))
+    total = sum(len(covered.get(s, [])) for s, _ in functions)  # the user's operators, as the report counts
+    done = 0
+    for symbol, fn in functions:
+        here = len(covered.get(symbol, []))
+        base = done
+        tick = (lambda i, n, base=base, here=here, symbol=symbol:  # noqa: E731 - operator i of n lowered
+                report_progress(f"lowering {symbol}", base + here * (i + 1) // max(n, 1), total))
+        report_progress(f"lowering {symbol}", done, total)
+        done += here
         cov = covered.get(symbol, [])
         labels = P.composite_sources(fn, cov, order, origin)
         # a later round renumbers the merged functions: the program does not depend on the symbol
@@ -265,7 +283,7 @@ def _codegen(fused, state, config, options, order, origin, cache) -> Tuple[Dict[
                database_identity(current_database()))  # plans may come from the tuning database
         try:
             if key not in cache:
-                cache[key] = compile_function(fn, symbol, config, options, labels)
+                cache[key] = compile_function(fn, symbol, config, options, labels, on_operator=tick)
             hit = cache[key]
             if hit.artifact.producer.get("symbol") != symbol:
                 hit = CompiledFunction(dataclasses.replace(hit.artifact, producer={**hit.artifact.producer,
