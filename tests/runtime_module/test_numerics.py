@@ -143,3 +143,27 @@ def test_ordinary_weights_stay_on_the_npu():
         tvm.compile(from_onnx(_conv_with_weights(w), keep_params_in_input=False), target="npu-edge")
     (conv,) = [p for p in tvm_npu.last_report().placements if "odd_conv" in p.binding]
     assert conv.target == "npu", conv.reasons
+
+
+def test_overflow_at_the_npu_boundary_is_reported_too():
+    """A CPU operator's float32 result beyond fp16 (the 1e5-weight convolution stays on the CPU) that
+    an NPU operator reads is rounded to inf at the boundary: reported like a layer's overflow (a fuzz
+    finding: before, the NPU's ReLU silently returned inf)."""
+    w = (np.random.default_rng(5).standard_normal((4, 4, 3, 3)) * 1e5).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="odd_conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="npu_relu")]
+    m = model(nodes, [("x", [1, 4, 8, 8])], [("y", [1, 4, 8, 8])], [numpy_helper.from_array(w, "w")])
+    x = np.random.default_rng(6).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    for policy in ("error", "warn"):
+        with tvm_npu.compile_options(should_run=False, fp16_overflow=policy):
+            ex = tvm.compile(from_onnx(m, keep_params_in_input=False), target="npu-edge")
+        placed = {p.binding.split(":")[-1].strip(): p.target for p in tvm_npu.last_report().placements}
+        assert any("npu_relu" in k and v == "npu" for k, v in placed.items()), placed
+        run = relax.VirtualMachine(ex, tvm.cpu())["main"]
+        if policy == "error":
+            with pytest.raises(tvm_npu.NumericsError, match=r"float32 from the CPU, stored as float16.*beyond"):
+                run(tvm.runtime.tensor(x))
+        else:
+            with pytest.warns(tvm_npu.NumericsWarning, match="float32 from the CPU"):
+                y = run(tvm.runtime.tensor(x)).numpy()
+            assert np.isinf(y).any()

@@ -12,6 +12,7 @@
 #include <tvm/ffi/reflection/registry.h>
 #include <tvm/ffi/string.h>
 
+#include <cmath>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -19,6 +20,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "artifact_reader.h"
@@ -53,6 +55,16 @@ uint16_t FloatToHalf(float f) {  // round to nearest, ties to even; overflow -> 
   if (rem > half || (rem == half && (h & 1))) ++h;  // a carry may roll into the exponent: still correct
   return sign | uint16_t(h);
 }
+
+// What rounding float32 inputs to float16 did at the NPU boundary: finite values that became inf,
+// nonzero values that became zero (NaNs the CPU part computed are its own, not counted).
+struct Rounding {
+  int64_t stored = 0, overflow = 0, underflow = 0;
+  void Count(float f, uint16_t h) {
+    if ((h & 0x7FFF) == 0x7C00 && std::isfinite(f)) ++overflow;
+    if ((h & 0x7FFF) == 0 && f != 0.0f) ++underflow;
+  }
+};
 
 float HalfToFloat(uint16_t h) {  // exact
   const uint32_t sign = uint32_t(h & 0x8000) << 16;
@@ -265,6 +277,7 @@ class NPUModuleObj : public ffi::ModuleObj {
     }
     std::vector<int64_t> trace;
     npu::Counters c;
+    std::vector<std::pair<std::string, Rounding>> boundary;  // per converted input
     try {
       std::vector<uint8_t> io(a.io_bytes);  // zero-filled: outputs start at 0 on every run
       for (size_t k = 0; k < ts.size(); ++k) {
@@ -274,12 +287,16 @@ class NPUModuleObj : public ffi::ModuleObj {
         if (!convert[k]) {
           std::memcpy(io.data() + e.offset, src, e.nbytes);
         } else {
+          Rounding ev;  // the boundary's own float32 -> float16 rounding (reported like a layer's)
           for (uint64_t i = 0; i < e.nbytes / 2; ++i) {
             float f;
             std::memcpy(&f, src + 4 * i, 4);
             uint16_t h = FloatToHalf(f);
+            ev.Count(f, h);
             std::memcpy(io.data() + e.offset + 2 * i, &h, 2);
           }
+          ev.stored = int64_t(e.nbytes / 2);
+          if (ev.overflow || ev.underflow) boundary.push_back({e.name, ev});
         }
       }
       npu::DramRegions dram;
@@ -313,8 +330,8 @@ class NPUModuleObj : public ffi::ModuleObj {
     s.runs += 1;
     s.counters = c;
     s.trace = std::move(trace);  // empty when tracing is off, so a stale trace is never reported
-    if (a.fp16_overflow != "ignore" && !c.fp_events.empty()) {
-      Numerics n = NumericsReport(sym, a, c);
+    if (a.fp16_overflow != "ignore" && (!c.fp_events.empty() || !boundary.empty())) {
+      Numerics n = NumericsReport(sym, a, c, boundary);
       if (!n.fault.empty() && a.fp16_overflow == "error") TVM_FFI_THROW(NPUNumericsError) << n.fault;
       pending_warnings_.insert(pending_warnings_.end(), n.warnings.begin(), n.warnings.end());
       if (!n.fault.empty()) pending_warnings_.push_back(n.fault);
@@ -328,12 +345,16 @@ class NPUModuleObj : public ffi::ModuleObj {
 
   // The numeric events of a run per layer (the provenance range holding each instruction), in
   // program order: the first layer that overflowed is the one to look at.
-  static Numerics NumericsReport(const std::string& sym, const Artifact& a, const npu::Counters& c) {
+  static Numerics NumericsReport(const std::string& sym, const Artifact& a, const npu::Counters& c,
+                                 const std::vector<std::pair<std::string, Rounding>>& boundary) {
     struct Layer {
       int64_t first = 0, stored = 0, overflow = 0, nan = 0, underflow = 0;
       std::string name;
     };
     std::vector<Layer> layers;
+    for (const auto& [name, ev] : boundary)  // before any layer: the inputs as the NPU receives them
+      layers.push_back(Layer{-1, ev.stored, ev.overflow, 0, ev.underflow,
+                             "input '" + name + "' (float32 from the CPU, stored as float16)"});
     for (const auto& e : c.fp_events) {
       std::string name = "instructions outside every layer";
       for (const ProvenanceEntry& p : a.provenance)
@@ -353,15 +374,16 @@ class NPUModuleObj : public ffi::ModuleObj {
         if (l.overflow) m << l.overflow << " value(s) beyond the float16 range (overflow to inf)";
         if (l.overflow && l.nan) m << " and ";
         if (l.nan) m << l.nan << " NaN(s)";
-        m << ", first at instruction " << l.first
-          << "; the outputs are not finite where the reference's may be. Keep the operator on the CPU or in "
+        if (l.first >= 0) m << ", first at instruction " << l.first;
+        m << "; the outputs are not finite where the reference's may be. Keep the operator on the CPU or in "
              "float32, or rescale its input (policy: compile_options(fp16_overflow=\"error\"|\"warn\"|\"ignore\"))";
         out.fault = m.str();
       }
       if (l.underflow * 2 > l.stored && l.stored > 0) {
         std::ostringstream m;
         m << "npu function '" << sym << "': " << l.name << ": " << l.underflow << " of " << l.stored
-          << " nonzero results flushed to zero (below the float16 range, 6e-8), first at instruction " << l.first;
+          << " nonzero results flushed to zero (below the float16 range, 6e-8)";
+        if (l.first >= 0) m << ", first at instruction " << l.first;
         out.warnings.push_back(m.str());
       }
     }
