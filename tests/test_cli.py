@@ -115,6 +115,8 @@ def test_bad_targets_options_and_inputs_are_refused_in_one_line(tmp_path, capsys
     bad_cfg.write_text('{"mac_rows": 8}')
     assert main(["explain", path, *shape, "--target", str(bad_cfg)]) == 2
     _one_error_line(capsys, str(bad_cfg), "not an NPU configuration")
+    assert main(["explain", path, *shape, "--tuning-db", str(tmp_path / "no_db")]) == 2
+    _one_error_line(capsys, "no_db", "no tuning database directory", "tvm-npu tune")
     plan = tmp_path / "plan.json"
     plan.write_text("{not json")
     assert main(["explain", path, *shape, "--plan", str(plan)]) == 2

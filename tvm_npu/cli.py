@@ -310,6 +310,8 @@ def _options(args: argparse.Namespace) -> Dict[str, Any]:
     opts: Dict[str, Any] = {"should_run": not args.force_offload, "double_buffer": not args.no_double_buffer}
     if getattr(args, "golden", False):
         opts["golden"] = True
+    if getattr(args, "tuning_db", None):
+        opts["tuning_db"] = args.tuning_db
     if args.plan:
         from .errors import UsageError
         from .options import load_plan_overrides
@@ -340,6 +342,22 @@ def _prepare(args: argparse.Namespace):
     return _load(args), target, options
 
 
+def _tuning_database(path: Optional[str]):
+    """`with` this around compilation: the JSONDatabase at `path` as MetaSchedule's current database
+    (what the compile path consults), or nothing."""
+    import contextlib
+
+    if not path:
+        return contextlib.nullcontext()
+    from .errors import UsageError
+
+    if not Path(path).is_dir():
+        raise UsageError(f"{path}: no tuning database directory", fix="create one with `tvm-npu tune MODEL --db DIR`")
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.JSONDatabase(work_dir=path)
+
+
 def _build(loaded, target, options: Dict[str, Any]):
     """(executable, partition report or None, compile seconds); a compiler failure is a CompileError."""
     import tvm
@@ -351,9 +369,12 @@ def _build(loaded, target, options: Dict[str, Any]):
 
     from .progress import compile_bar
 
+    options = dict(options)
+    database = _tuning_database(options.pop("tuning_db", None))
     t0 = time.perf_counter()
     try:  # a progress bar on a terminal (stderr): stages and NPU operators lowered
-        with compile_options(**options), compile_bar(f"compiling for {getattr(target, 'kind', target)}"):
+        with compile_options(**options), database, \
+                compile_bar(f"compiling for {getattr(target, 'kind', target)}"):
             ex = tvm.compile(loaded.mod, target=target)
     except NPUError:
         raise
@@ -506,8 +527,9 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 
     target = _npu_target(args.target)
     options = _options(args)
+    database = _tuning_database(options.pop("tuning_db", None))
     _outputs_writable(args)
-    with compile_options(**options):  # (run_model sets should_run from force_offload inside)
+    with compile_options(**options), database:  # (run_model sets should_run from force_offload inside)
         result = run_model(model, target=args.target if args.target in PRESET_NAMES else target,
                            force_offload=args.force_offload, quick=not args.all_inputs, log=say)
     report = last_report()
@@ -543,6 +565,8 @@ def _compile_flags(p: argparse.ArgumentParser) -> None:
                    help="one SRAM slot per tile buffer (load, compute and store serialised)")
     p.add_argument("--plan", metavar="FILE.json",
                    help="tile plan overrides {operator label: {field: value}} (labels as the report shows them)")
+    p.add_argument("--tuning-db", metavar="DIR",
+                   help="a tuning database (`tvm-npu tune --db DIR`): MAC operators take its best plans")
 
 
 def _json_flag(p: argparse.ArgumentParser, what: str) -> None:
