@@ -59,8 +59,9 @@ class Counters:
     dma_write_bytes: Tuple[int, int, int]
     sram_high_water: Tuple[int, int, int]
     # numeric events of the float results, per instruction that had any, in program order:
-    # (instruction, values stored, overflows to inf, NaNs, nonzero values flushed to zero)
-    fp_events: Tuple[Tuple[int, int, int, int, int], ...] = ()
+    # (instruction, values stored, overflows to inf, NaNs, nonzero values flushed to zero, the largest
+    # finite |value| written as float32 bits: see fp_max_abs)
+    fp_events: Tuple[Tuple[int, int, int, int, int, int], ...] = ()
 
     def to_dict(self) -> dict:
         out = {}
@@ -81,13 +82,18 @@ class Counters:
     def underflows(self) -> int:
         return sum(e[4] for e in self.fp_events)
 
+    @staticmethod
+    def fp_max_abs(event) -> float:
+        """The largest finite |value| an fp_events entry's instruction wrote."""
+        return float(np.array([event[5]], np.uint32).view(np.float32)[0])
+
     @classmethod
     def _from_native(cls, m) -> "Counters":
         kw = {}
         for f in dataclasses.fields(cls):
             if f.name == "fp_events":
                 flat = [int(x) for x in m[f.name]] if f.name in m else []
-                kw[f.name] = tuple(tuple(flat[i:i + 5]) for i in range(0, len(flat), 5))
+                kw[f.name] = tuple(tuple(flat[i:i + 6]) for i in range(0, len(flat), 6))
                 continue
             v = m[f.name]
             kw[f.name] = int(v) if isinstance(v, int) else tuple(int(x) for x in v)

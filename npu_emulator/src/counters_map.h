@@ -26,7 +26,7 @@ inline tvm::ffi::Map<tvm::ffi::String, tvm::ffi::Any> CountersToMap(const Counte
   out.Set("dma_read_bytes", CounterArray(c.dma_read_bytes));
   out.Set("dma_write_bytes", CounterArray(c.dma_write_bytes));
   out.Set("sram_high_water", CounterArray(c.sram_high_water));
-  tvm::ffi::Array<int64_t> fp;  // flat: 5 per instruction with numeric events (see Counters::fp_events)
+  tvm::ffi::Array<int64_t> fp;  // flat: 6 per instruction with numeric events (see Counters::fp_events)
   for (const auto& e : c.fp_events)
     for (int64_t v : e) fp.push_back(v);
   out.Set("fp_events", fp);

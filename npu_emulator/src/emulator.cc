@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <iomanip>
 #include <memory>
 #include <sstream>
@@ -718,7 +719,11 @@ Counters Run(const isa::Config& cfg, const uint8_t* program, size_t program_size
     } catch (const KernelFault& f) {
       throw Error(Str("instruction ", i, " (", ops[i].mnemonic, "): ", f.reason));
     }
-    if (ev.any()) c.fp_events.push_back({int64_t(i), ev.stored, ev.overflow, ev.nan, ev.underflow});
+    if (ev.any()) {
+      uint32_t bits;
+      std::memcpy(&bits, &ev.max_abs, 4);
+      c.fp_events.push_back({int64_t(i), ev.stored, ev.overflow, ev.nan, ev.underflow, int64_t(bits)});
+    }
   }
   std::sort(c.fp_events.begin(), c.fp_events.end());  // program order (execution follows start times)
   return c;

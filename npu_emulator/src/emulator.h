@@ -30,8 +30,9 @@ struct Counters {
   int64_t dma_write_bytes[isa::kNumRegion] = {};
   int64_t sram_high_water[isa::kNumSpace] = {};
   // Numeric events of the float results, per instruction that had any (program order):
-  // (instruction index, values stored, overflows to inf, NaNs, underflows to zero). See FpEvents.
-  std::vector<std::array<int64_t, 5>> fp_events;
+  // (instruction index, values stored, overflows to inf, NaNs, underflows to zero, the largest finite
+  // |value| written as float32 bits). See FpEvents.
+  std::vector<std::array<int64_t, 6>> fp_events;
 };
 
 // The DRAM regions of one run. CONST is never modified: a program storing to it writes a private

@@ -1,6 +1,7 @@
 // Internal to the emulator: bit-exact numerics (IEEE binary16, TFLite fixed point) and the functional
 // kernels. Kernels trust their operands: emulator.cc validates every field, shape and address first.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -62,10 +63,11 @@ inline uint16_t FloatToHalf(float f) { return DoubleToHalf(double(f)); }
 // What the float results of one instruction did (the machine resets and collects it per instruction):
 // `stored` float values written, `overflow` values that became +-inf from a finite value (an fp16
 // result beyond 65504, or an fp32 result beyond float's range; every inf stored into fp32 counts),
-// `nan` NaNs written, `underflow` nonzero finite values that rounded to zero in fp16. Counting
-// changes no result.
+// `nan` NaNs written, `underflow` nonzero finite values that rounded to zero in fp16, `max_abs` the
+// largest finite magnitude written. Counting changes no result.
 struct FpEvents {
   int64_t stored = 0, overflow = 0, nan = 0, underflow = 0;
+  float max_abs = 0.0f;  // the largest finite |value| written
   bool any() const { return overflow != 0 || nan != 0 || underflow != 0; }
 };
 
@@ -77,6 +79,7 @@ inline FpEvents& ThreadFpEvents() {
 // Rounds x to binary16 and counts what the rounding did.
 inline uint16_t CountedHalf(double x, FpEvents& ev) {
   uint16_t h = DoubleToHalf(x);
+  if (std::isfinite(x)) ev.max_abs = std::max(ev.max_abs, float(std::fabs(x)));
   if ((h & 0x7c00) == 0x7c00) {
     if (h & 0x3ff) {
       ++ev.nan;
@@ -90,6 +93,7 @@ inline uint16_t CountedHalf(double x, FpEvents& ev) {
 }
 
 inline void CountFloat(float x, FpEvents& ev) {
+  if (std::isfinite(x)) ev.max_abs = std::max(ev.max_abs, std::fabs(x));
   if (std::isnan(x)) {
     ++ev.nan;
   } else if (std::isinf(x)) {

@@ -281,7 +281,9 @@ def test_fp16_events_are_counted_per_instruction(npu_emulator):
     underflow = int(np.sum((want == 0) & (exact != 0)))
     assert (overflow, nan, underflow) == (3, 1, 1)
     (event,) = res.counters.fp_events
-    assert event[1:] == (8, overflow, nan, underflow)
+    assert event[1:5] == (8, overflow, nan, underflow)
+    finite = np.isfinite(exact)
+    assert res.counters.fp_max_abs(event) == float(np.abs(exact[finite]).max())  # 300 * -300 = 90,000
     assert res.counters.fp16_overflows == 3 and res.counters.nans == 1 and res.counters.underflows == 1
     assert res.counters.to_dict()["fp_events"] == [list(event)]
 
