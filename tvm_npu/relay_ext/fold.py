@@ -26,23 +26,32 @@ _UNARY = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda x: 1 / np.sqrt(x), "relax
 
 @mutator
 class _NumpyFolder(PyExprMutator):
-    def _value(self, expr):
+    def _const(self, expr):
+        """The constant node `expr` is (or is bound to): a Constant or a scalar immediate, else None."""
         if isinstance(expr, relax.Var):
             bound = self.lookup_binding(expr)
             expr = bound if bound is not None else expr
-        if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # scalar immediates, e.g. an epsilon
-            return np.array(expr.value, dtype=str(expr.ty))
+        if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):
+            return expr
         if isinstance(expr, Constant) and hasattr(expr.value, "numpy"):
-            return expr.value.numpy()
+            return expr
         return None
 
+    def _value(self, expr):
+        c = self._const(expr)
+        if c is None:
+            return None
+        if isinstance(c, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # scalar immediates, e.g. an epsilon
+            return np.array(c.value, dtype=str(c.ty))
+        return c.value.numpy()
+
     def _const_shape(self, expr):
-        """The static shape of `shape_of(constant)`, else None."""
+        """The static shape of `shape_of(constant)`, else None (read off the constant, not copied)."""
         if isinstance(expr, relax.Var):
             expr = self.lookup_binding(expr)
         if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == "relax.shape_of":
-            v = self._value(expr.args[0])
-            return None if v is None else list(v.shape)
+            c = self._const(expr.args[0])
+            return None if c is None or not isinstance(c, Constant) else [int(d) for d in c.value.shape]
         return None
 
     def visit_call_(self, call):
@@ -50,7 +59,12 @@ class _NumpyFolder(PyExprMutator):
         if not isinstance(call.op, tvm.ir.Op):
             return call
         name = call.op.name
-        args = [self._value(a) for a in call.args if not isinstance(a, relax.ShapeExpr)]
+        operands = [a for a in call.args if not isinstance(a, relax.ShapeExpr)]
+        # every fold below needs constant operands (shape_to_tensor: a shape_of of one): decide that
+        # before copying any constant to numpy (a matmul's weights, an embedding table: megabytes each)
+        if name != "relax.shape_to_tensor" and not all(self._const(a) is not None for a in operands):
+            return call
+        args = [self._value(a) for a in operands]
         try:
             if name in _BINARY and len(args) == 2 and all(a is not None for a in args):
                 if args[0].dtype != args[1].dtype or not np.issubdtype(args[0].dtype, np.floating):
