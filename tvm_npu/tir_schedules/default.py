@@ -74,40 +74,52 @@ def schedule(desc: OpDesc, plan: MacPlan, double_buffer: bool = True) -> Tuple[K
         return hit
     if desc.kind == "conv2d":
         kernel = conv2d_kernel(desc, plan)
-        sch = _schedule_conv(kernel, plan, double_buffer)
+        sch = _schedule(kernel, plan, double_buffer)
     elif desc.kind == "matmul":
         kernel = gemm_kernel(desc, plan)
-        sch = _schedule_gemm(kernel, plan, double_buffer)
+        sch = _schedule(kernel, plan, double_buffer)
     else:
         raise Unsupported(f"{desc.kind} has no TensorIR schedule")
     _CACHE[key] = (kernel, sch)
     return kernel, sch
 
 
-def _schedule_conv(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.Schedule:
-    a = kernel.attrs
-    dt, wdt, adt = _dtypes(kernel)
-    sch = s_tir.Schedule(kernel.func)
+def tile_loops(sch: s_tir.Schedule, kernel: Kernel, rows, cols, depth, inputs_resident: bool, whole_k: bool,
+               double_buffer: bool = True, disable_predication: bool = False):
+    """Steps 1-5 on the `mac` block of `kernel`: the tile loops of rows x cols x depth in the loop
+    order (`inputs_resident`: row tiles outside), caches, epilogue, store and double buffering
+    (`whole_k`: K is one chunk, so the resident operand is cached at its tile loop). The sizes are ints,
+    or sampled values in a design space (tvm_npu/tuning/space.py, which splits the unpadded kernel with
+    `disable_predication`). Returns the loop step 6 tensorizes."""
+    split = lambda loop, f: sch.split(loop, [None, f], disable_predication=disable_predication)  # noqa: E731
     mac = sch.get_sblock("mac")
     loops = sch.get_loops(mac)
-    dense = kernel.kind == "conv2d" and not a["ng"]
+    if kernel.kind == "gemm":
+        b, i, j, k = loops
+        i_o, i_i = split(i, rows)
+        j_o, j_i = split(j, cols)
+        k_o, k_i = split(k, depth)
+        sch.set_scope(mac, 0, ACC)
+        if inputs_resident:  # row tiles outside: the input tile stays while column tiles pass
+            sch.reorder(b, i_o, j_o, k_o, i_i, j_i, k_i)
+            _finish(sch, kernel, mac, j_o, (k_o, i_o if whole_k else k_o), j_o, double_buffer)
+        else:
+            sch.reorder(b, j_o, i_o, k_o, i_i, j_i, k_i)
+            _finish(sch, kernel, mac, i_o, (j_o if whole_k else k_o, k_o), j_o, double_buffer)
+        sch.decompose_reduction(mac, k_o)
+        return i_i
+    dense = kernel.kind == "conv2d" and not kernel.attrs["ng"]
     if kernel.kind == "dwconv2d":
         n, y, x, c, ky, kx = loops
     else:
         n, y, x, c, ky, kx, ci = loops
-    y_o, y_i = sch.split(y, [None, plan.rows])
-    c_o, c_i = sch.split(c, [None, plan.cols])
-    inputs_resident = plan.order == INPUTS_RESIDENT
-    if dense and inputs_resident:  # row tiles outside: the input tile stays while channel tiles pass
-        ci_o, ci_i = sch.split(ci, [None, plan.depth])
-        sch.reorder(n, y_o, c_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
+    y_o, y_i = split(y, rows)
+    c_o, c_i = split(c, cols)
+    if dense:  # (inputs resident: row tiles outside, the input tile stays while channel tiles pass)
+        ci_o, ci_i = split(ci, depth)
+        outer = (y_o, c_o) if inputs_resident else (c_o, y_o)
+        sch.reorder(n, *outer, ci_o, y_i, x, c_i, ky, kx, ci_i)
         chunk = ci_o
-    elif dense:
-        ci_o, ci_i = sch.split(ci, [None, plan.depth])
-        sch.reorder(n, c_o, y_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
-        chunk = ci_o
-    elif inputs_resident:
-        raise Unsupported(f"the {plan.order} loop order needs a dense convolution")
     elif kernel.kind == "conv2d":  # grouped: every tile holds whole groups
         sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx, ci)
         chunk = y_o
@@ -116,38 +128,32 @@ def _schedule_conv(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.
         chunk = y_o
     sch.set_scope(mac, 0, ACC)
     if inputs_resident:  # (weights at the K chunk, input at the row tile when K is one chunk)
-        _finish(sch, kernel, mac, c_o, (chunk, y_o if a["depth_chunks"] == 1 else chunk), c_o, double_buffer)
+        _finish(sch, kernel, mac, c_o, (chunk, y_o if whole_k else chunk), c_o, double_buffer)
     else:
-        w_loop = c_o if a["depth_chunks"] == 1 else chunk
-        _finish(sch, kernel, mac, y_o, (w_loop, chunk), c_o, double_buffer)
+        _finish(sch, kernel, mac, y_o, (c_o if whole_k else chunk, chunk), c_o, double_buffer)
     sch.decompose_reduction(mac, chunk if dense else y_i)
-    if kernel.kind == "dwconv2d":
-        intrin = I.dwconv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], a["mult"], a["sh"], a["sw"],
-                                   a["dh"], a["dw"], dt, wdt, adt, a["a_offset"])
-    else:
-        intrin = I.conv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], plan.depth, a["sh"], a["sw"],
-                                 a["dh"], a["dw"], a["ng"], a["cg"], dt, wdt, adt, a["a_offset"])
-    sch.tensorize(y_i, intrin)
-    return sch
+    return y_i
 
 
-def _schedule_gemm(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.Schedule:
+def intrinsic(kernel: Kernel, rows: int, cols: int, depth: int) -> str:
+    """Step 6: the NPU intrinsic of the inner tile of a concrete plan."""
+    a = kernel.attrs
     dt, wdt, adt = _dtypes(kernel)
+    if kernel.kind == "gemm":
+        return I.gemm_intrin(rows, depth, cols, a["batched_rhs"], dt, wdt, adt, a["a_offset"])
+    if kernel.kind == "dwconv2d":
+        return I.dwconv2d_intrin(rows, a["ow"], cols, a["kh"], a["kw"], a["mult"], a["sh"], a["sw"], a["dh"], a["dw"],
+                                 dt, wdt, adt, a["a_offset"])
+    return I.conv2d_intrin(rows, a["ow"], cols, a["kh"], a["kw"], depth, a["sh"], a["sw"], a["dh"], a["dw"], a["ng"],
+                           a["cg"], dt, wdt, adt, a["a_offset"])
+
+
+def _schedule(kernel: Kernel, plan: MacPlan, double_buffer: bool) -> s_tir.Schedule:
+    inputs_resident = plan.order == INPUTS_RESIDENT
+    if inputs_resident and kernel.kind != "gemm" and not (kernel.kind == "conv2d" and not kernel.attrs["ng"]):
+        raise Unsupported(f"the {plan.order} loop order needs a dense convolution")
     sch = s_tir.Schedule(kernel.func)
-    mac = sch.get_sblock("mac")
-    b, i, j, k = sch.get_loops(mac)
-    i_o, i_i = sch.split(i, [None, plan.rows])
-    j_o, j_i = sch.split(j, [None, plan.cols])
-    k_o, k_i = sch.split(k, [None, plan.depth])
-    sch.set_scope(mac, 0, ACC)
-    if plan.order == INPUTS_RESIDENT:  # row tiles outside: the input tile stays while column tiles pass
-        sch.reorder(b, i_o, j_o, k_o, i_i, j_i, k_i)
-        _finish(sch, kernel, mac, j_o, (k_o, i_o if kernel.attrs["depth_chunks"] == 1 else k_o), j_o, double_buffer)
-    else:
-        sch.reorder(b, j_o, i_o, k_o, i_i, j_i, k_i)
-        w_loop = j_o if kernel.attrs["depth_chunks"] == 1 else k_o
-        _finish(sch, kernel, mac, i_o, (w_loop, k_o), j_o, double_buffer)
-    sch.decompose_reduction(mac, k_o)
-    sch.tensorize(i_i, I.gemm_intrin(plan.rows, plan.depth, plan.cols, kernel.attrs["batched_rhs"], dt, wdt, adt,
-                                     kernel.attrs["a_offset"]))
+    tile = tile_loops(sch, kernel, plan.rows, plan.cols, plan.depth, inputs_resident,
+                      kernel.attrs["depth_chunks"] == 1, double_buffer)
+    sch.tensorize(tile, intrinsic(kernel, plan.rows, plan.cols, plan.depth))
     return sch

@@ -20,11 +20,9 @@ from tvm import s_tir
 from ..config import NPUConfig
 from ..ir.desc import OpDesc
 from ..ir.geometry import conv_geom, matmul_geom
-from ..ir.memory import ACC
 from ..ir.plan import INPUTS_RESIDENT, MAC_ORDERS, WEIGHTS_RESIDENT, MacPlan
 from ..tiling import mac as mac_tiling
-from ..tir_schedules import intrinsics as I
-from ..tir_schedules.default import _dtypes, _finish
+from ..tir_schedules.default import intrinsic, tile_loops
 from ..tir_schedules.kernels import Kernel
 from .records import ORDER_KEY, PLAN_KEYS, mac_block
 
@@ -86,53 +84,12 @@ def _uniform(n: int) -> list[float]:
 
 def apply_plan(sch: s_tir.Schedule, kernel: Kernel, structure: Structure, rows, cols, depth,
                double_buffer: bool = True) -> None:
-    """tir_schedules.default's steps 1-5 on the unpadded kernel; `rows`, `cols`, `depth` are ints or
-    sampled ExprRVs, recorded as annotations of the `mac` block (records.plan_of_schedule)."""
-    a = kernel.attrs
-    mac = sch.get_sblock("mac")
-    loops = sch.get_loops(mac)
-    inputs_resident = structure.order == INPUTS_RESIDENT
-    whole_k = not structure.chunked
-    if kernel.kind == "gemm":
-        b, i, j, k = loops
-        i_o, i_i = sch.split(i, [None, rows], disable_predication=True)
-        j_o, j_i = sch.split(j, [None, cols], disable_predication=True)
-        k_o, k_i = sch.split(k, [None, depth], disable_predication=True)
-        sch.set_scope(mac, 0, ACC)
-        if inputs_resident:
-            sch.reorder(b, i_o, j_o, k_o, i_i, j_i, k_i)
-            _finish(sch, kernel, mac, j_o, (k_o, i_o if whole_k else k_o), j_o, double_buffer)
-        else:
-            sch.reorder(b, j_o, i_o, k_o, i_i, j_i, k_i)
-            _finish(sch, kernel, mac, i_o, (j_o if whole_k else k_o, k_o), j_o, double_buffer)
-        sch.decompose_reduction(mac, k_o)
-    else:
-        dense = kernel.kind == "conv2d" and not a["ng"]
-        if kernel.kind == "dwconv2d":
-            n, y, x, c, ky, kx = loops
-        else:
-            n, y, x, c, ky, kx, ci = loops
-        y_o, y_i = sch.split(y, [None, rows], disable_predication=True)
-        c_o, c_i = sch.split(c, [None, cols], disable_predication=True)
-        if dense:
-            ci_o, ci_i = sch.split(ci, [None, depth], disable_predication=True)
-            if inputs_resident:
-                sch.reorder(n, y_o, c_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
-            else:
-                sch.reorder(n, c_o, y_o, ci_o, y_i, x, c_i, ky, kx, ci_i)
-            chunk = ci_o
-        elif kernel.kind == "conv2d":
-            sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx, ci)
-            chunk = y_o
-        else:
-            sch.reorder(n, c_o, y_o, y_i, x, c_i, ky, kx)
-            chunk = y_o
-        sch.set_scope(mac, 0, ACC)
-        if inputs_resident:
-            _finish(sch, kernel, mac, c_o, (chunk, y_o if whole_k else chunk), c_o, double_buffer)
-        else:
-            _finish(sch, kernel, mac, y_o, (c_o if whole_k else chunk, chunk), c_o, double_buffer)
-        sch.decompose_reduction(mac, chunk if dense else y_i)
+    """tir_schedules.default's steps 1-5 (default.tile_loops) on the unpadded kernel; `rows`, `cols`,
+    `depth` are ints or sampled ExprRVs, recorded as annotations of the `mac` block
+    (records.plan_of_schedule)."""
+    mac = sch.get_sblock("mac")  # (the update block once tile_loops splits the zeroing off)
+    tile_loops(sch, kernel, rows, cols, depth, structure.order == INPUTS_RESIDENT, not structure.chunked,
+               double_buffer, disable_predication=True)
     for key, value in zip(PLAN_KEYS, (rows, cols, depth)):
         sch.annotate(mac, key, value)
     sch.annotate(mac, ORDER_KEY, structure.order)
@@ -171,21 +128,9 @@ def schedule_of_plan(workload_mod, kernel: Kernel, space: Space, plan: MacPlan) 
 def tensorize(sch: s_tir.Schedule, kernel: Kernel, plan: MacPlan) -> None:
     """Step 6 of tir_schedules.default for a concrete plan: the inner tile onto its NPU intrinsic
     (done by the builder and never recorded in a trace)."""
-    a = kernel.attrs
-    dt, wdt, adt = _dtypes(kernel)
     loops = sch.get_loops(mac_block(sch))
-    if kernel.kind == "gemm":
-        intrin = I.gemm_intrin(plan.rows, plan.depth, plan.cols, a["batched_rhs"], dt, wdt, adt, a["a_offset"])
-        tile = loops[4]
-    elif kernel.kind == "dwconv2d":
-        intrin = I.dwconv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], a["mult"], a["sh"], a["sw"],
-                                   a["dh"], a["dw"], dt, wdt, adt, a["a_offset"])
-        tile = loops[3]
-    else:
-        intrin = I.conv2d_intrin(plan.rows, a["ow"], plan.cols, a["kh"], a["kw"], plan.depth, a["sh"], a["sw"],
-                                 a["dh"], a["dw"], a["ng"], a["cg"], dt, wdt, adt, a["a_offset"])
-        tile = loops[4 if not a["ng"] else 3]
-    sch.tensorize(tile, intrin)
+    tile = loops[4] if kernel.kind == "gemm" or (kernel.kind == "conv2d" and not kernel.attrs["ng"]) else loops[3]
+    sch.tensorize(tile, intrinsic(kernel, plan.rows, plan.cols, plan.depth))
 
 
 def enumerate_plans(space: Space, double_buffer: bool = True) -> Sequence[MacPlan]:
