@@ -17,6 +17,7 @@ operator. Float graphs only (quantised graphs carry their scales in dequantize /
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -83,6 +84,17 @@ def _channel_vector(value: np.ndarray, out_shape: List[int], axis: int) -> Optio
     return np.broadcast_to(value.reshape(-1), (c,)).astype(np.float64)
 
 
+def _step(name: str, scale, shift, k):
+    """(scale, shift) of x * scale + shift after one more `name` by the constant k."""
+    if name == "add":
+        return scale, shift + k
+    if name == "subtract":
+        return scale, shift - k
+    if name == "multiply":
+        return scale * k, shift * k
+    return scale / k, shift / k
+
+
 def affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _Chain]:
     """{the call that ends a foldable chain: the chain}, in `fn` as it is. `const_value(expr)` gives
     a constant expression's numpy value or None (rewrites._const_value)."""
@@ -120,15 +132,7 @@ def affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _Chain]:
             vec = None if k is None else _channel_vector(np.asarray(k), out, chain.channel_axis)
             if vec is None or (name == "divide" and np.any(vec == 0)) or not np.all(np.isfinite(vec)):
                 continue
-            scale, shift = chain.scale, chain.shift
-            if name == "add":
-                shift = shift + vec
-            elif name == "subtract":
-                shift = shift - vec
-            elif name == "multiply":
-                scale, shift = scale * vec, shift * vec
-            else:
-                scale, shift = scale / vec, shift / vec
+            scale, shift = _step(name, chain.scale, chain.shift, vec)
             live[v] = dataclasses.replace(chain, scale=scale, shift=shift, ops=chain.ops + 1,
                                           scaled=chain.scaled or name in ("multiply", "divide"))
             ends.pop(x, None)
@@ -138,11 +142,14 @@ def affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _Chain]:
 
 
 @mutator
-class _AffineRewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule):
+class _ChainRewriter(PyExprMutator):
+    """Rewrites the calls `analyse(fn, const_value)` maps to chains, by `rewrite(self, call, chain)`."""
+
+    def __init__(self, mod: tvm.IRModule, analyse=None, rewrite=None):
         super().__init__(mod)
         self.changed = False
-        self.chains: Dict[relax.Call, _Chain] = {}
+        self.analyse, self.rewrite = analyse, rewrite
+        self.chains: dict = {}
 
     def visit_function_(self, fn):
         from .rewrites import _const_value
@@ -151,31 +158,42 @@ class _AffineRewriter(PyExprMutator):
         for block in fn.body.blocks:
             for b in block.bindings:
                 lookup[b.var] = b.value
-        self.chains = affine_chains(fn, lambda e: _const_value(e, lookup.get))
+        self.chains = self.analyse(fn, lambda e: _const_value(e, lookup.get))
         return super().visit_function_(fn)
 
     def visit_call_(self, call):
         chain = self.chains.get(call)
         if chain is None:
             return super().visit_call_(call)
-        conv = chain.conv
-        a = conv.attrs
-        kernel_layout = str(a.kernel_layout)
-        o = kernel_layout.find("O")
-        shape = [1] * chain.weight.ndim
-        shape[o] = -1
-        weight = (chain.weight.astype(np.float64) * chain.scale.reshape(shape)).astype(chain.weight.dtype)
-        out_shape = _static_shape(conv.ty)
-        bshape = [1] * len(out_shape)
-        bshape[chain.channel_axis] = -1
-        dtype = str(conv.ty.dtype)
-        new_conv = self.builder_.emit(relax.op.nn.conv2d(
-            self.visit_expr(conv.args[0]), relax.const(weight, str(chain.weight.dtype)), strides=a.strides,
-            padding=a.padding, dilation=a.dilation, groups=int(a.groups), data_layout=str(a.data_layout),
-            kernel_layout=kernel_layout, out_layout=str(a.out_layout),
-            out_dtype=str(a.out_dtype) if a.out_dtype is not None and str(a.out_dtype) else None))
         self.changed = True
-        return relax.op.add(new_conv, relax.const(chain.shift.reshape(bshape).astype(dtype), dtype))
+        return self.rewrite(self, call, chain)
+
+
+def _conv_plus_bias(rw: _ChainRewriter, conv: relax.Call, data: relax.Expr, weight: np.ndarray,
+                    bias: np.ndarray) -> relax.Expr:
+    """conv2d(data, weight) with `conv`'s attributes, plus the per-output-channel `bias`."""
+    a = conv.attrs
+    dtype = str(conv.ty.dtype)
+    new_conv = rw.builder_.emit(relax.op.nn.conv2d(
+        rw.visit_expr(data), relax.const(weight, str(weight.dtype)), strides=a.strides, padding=a.padding,
+        dilation=a.dilation, groups=int(a.groups), data_layout=str(a.data_layout),
+        kernel_layout=str(a.kernel_layout), out_layout=str(a.out_layout),
+        out_dtype=str(a.out_dtype) if a.out_dtype is not None and str(a.out_dtype) else None))
+    bshape = [1] * len(_static_shape(conv.ty))
+    bshape[str(a.out_layout or a.data_layout).find("C")] = -1
+    return relax.op.add(new_conv, relax.const(bias.reshape(bshape).astype(dtype), dtype))
+
+
+def _along(vec: np.ndarray, weight: np.ndarray, conv: relax.Call, axis: str) -> np.ndarray:
+    """`vec` shaped to broadcast along the kernel axis `axis` ("O" or "I") of `weight`."""
+    shape = [1] * weight.ndim
+    shape[str(conv.attrs.kernel_layout).find(axis)] = -1
+    return vec.reshape(shape)
+
+
+def _rewrite_output_chain(rw: _ChainRewriter, call: relax.Call, chain: _Chain) -> relax.Expr:
+    weight = (chain.weight.astype(np.float64) * _along(chain.scale, chain.weight, chain.conv, "O"))
+    return _conv_plus_bias(rw, chain.conv, chain.conv.args[0], weight.astype(chain.weight.dtype), chain.shift)
 
 
 # ---- the other side: a constant scale / shift feeding an unpadded convolution --------------------------
@@ -237,62 +255,16 @@ def input_affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _In
                 # activation (hard-swish's x + 3 and / 6) that the pattern table fuses whole
                 continue
             chain = base or _InputChain(x, np.ones(()), np.zeros(()))
-            scale, shift = chain.scale, chain.shift
-            if name == "add":
-                shift = shift + k
-            elif name == "subtract":
-                shift = shift - k
-            elif name == "multiply":
-                scale, shift = scale * k, shift * k
-            else:
-                scale, shift = scale / k, shift / k
-            pre[v] = _InputChain(chain.source, scale, shift)
+            pre[v] = _InputChain(chain.source, *_step(name, chain.scale, chain.shift, k))
     return out
 
 
-@mutator
-class _InputAffineRewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule):
-        super().__init__(mod)
-        self.changed = False
-        self.chains: Dict[relax.Call, _InputChain] = {}
-
-    def visit_function_(self, fn):
-        from .rewrites import _const_value
-
-        lookup = {}
-        for block in fn.body.blocks:
-            for b in block.bindings:
-                lookup[b.var] = b.value
-        self.chains = input_affine_chains(fn, lambda e: _const_value(e, lookup.get))
-        return super().visit_function_(fn)
-
-    def visit_call_(self, call):
-        chain = self.chains.get(call)
-        if chain is None:
-            return super().visit_call_(call)
-        a = call.attrs
-        w = chain.weight
-        kl = str(a.kernel_layout)
-        o, i = kl.find("O"), kl.find("I")
-        shape = [1] * w.ndim
-        shape[i] = -1
-        w64 = w.astype(np.float64)
-        weight = (w64 * chain.scale.reshape(shape)).astype(w.dtype)
-        shift_w = w64 * chain.shift.reshape(shape)
-        bias = shift_w.sum(axis=tuple(d for d in range(w.ndim) if d != o))  # per output channel
-        out_shape = _static_shape(call.ty)
-        axis = str(a.out_layout or a.data_layout).find("C")
-        bshape = [1] * len(out_shape)
-        bshape[axis] = -1
-        dtype = str(call.ty.dtype)
-        conv = self.builder_.emit(relax.op.nn.conv2d(
-            self.visit_expr(chain.source), relax.const(weight, str(w.dtype)), strides=a.strides, padding=a.padding,
-            dilation=a.dilation, groups=int(a.groups), data_layout=str(a.data_layout), kernel_layout=kl,
-            out_layout=str(a.out_layout),
-            out_dtype=str(a.out_dtype) if a.out_dtype is not None and str(a.out_dtype) else None))
-        self.changed = True
-        return relax.op.add(conv, relax.const(bias.reshape(bshape).astype(dtype), dtype))
+def _rewrite_input_chain(rw: _ChainRewriter, call: relax.Call, chain: _InputChain) -> relax.Expr:
+    w64 = chain.weight.astype(np.float64)
+    weight = (w64 * _along(chain.scale, w64, call, "I")).astype(chain.weight.dtype)
+    o = str(call.attrs.kernel_layout).find("O")
+    bias = (w64 * _along(chain.shift, w64, call, "I")).sum(axis=tuple(d for d in range(w64.ndim) if d != o))
+    return _conv_plus_bias(rw, call, chain.source, weight, bias)
 
 
 def FoldInputAffineIntoConv() -> tvm.transform.Pass:
@@ -300,7 +272,8 @@ def FoldInputAffineIntoConv() -> tvm.transform.Pass:
     convolution into its weights and a bias (see input_affine_chains)."""
     from .rewrites import _mutator_pass
 
-    return _mutator_pass(_InputAffineRewriter, "FoldInputAffineIntoConv")
+    return _mutator_pass(functools.partial(_ChainRewriter, analyse=input_affine_chains,
+                                           rewrite=_rewrite_input_chain), "FoldInputAffineIntoConv")
 
 
 def FoldAffineIntoConv() -> tvm.transform.Pass:
@@ -308,4 +281,5 @@ def FoldAffineIntoConv() -> tvm.transform.Pass:
     and bias (see the module docstring)."""
     from .rewrites import _mutator_pass
 
-    return _mutator_pass(_AffineRewriter, "FoldAffineIntoConv")
+    return _mutator_pass(functools.partial(_ChainRewriter, analyse=affine_chains, rewrite=_rewrite_output_chain),
+                         "FoldAffineIntoConv")
