@@ -365,8 +365,18 @@ def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, d
     else:
         res = te.compute(msum.shape, lambda *i: (msum[i] * tirx.const(1.0 / red, acc)).astype(dtype), name="res")
     store = te.compute(msum.shape, lambda *i: res[i], name="store")
-    sch = s_tir.Schedule(te.create_prim_func([X, store]))
-    mb = sch.get_sblock("msum")
+    _CACHE[key] = (_schedule_reduction(te.create_prim_func([X, store]), "msum", inner, to, ti, rr, ACC,
+                                       double_buffer), {})
+    return _CACHE[key]
+
+
+def _schedule_reduction(func, name: str, inner: int, to: int, ti: int, rr: int, scope: str, double_buffer: bool):
+    """The schedule of mean_schedule and reduce_schedule: the reduction block `name` over (outer, red,
+    inner) tiled `to` x `ti` with reduction chunks of `rr` (tile loops outer rows, inner columns, chunk),
+    accumulating in `scope`; the input cached in ACT at the chunk, `res` (ACT) and the store at the tile,
+    the zeroing split off (its init marks a tile's first chunk); input and result double-buffered."""
+    sch = s_tir.Schedule(func)
+    mb = sch.get_sblock(name)
     if inner > 1:
         o, z, i, rl = sch.get_loops(mb)
         o_o, o_i = sch.split(o, [None, to])
@@ -380,7 +390,7 @@ def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, d
         r_o, r_i = sch.split(rl, [None, rr])
         sch.reorder(o_o, r_o, o_i, z, r_i)
         tile = o_o
-    sch.set_scope(mb, 0, ACC)
+    sch.set_scope(mb, 0, scope)
     xc = sch.cache_read(mb, 0, ACT)
     sch.compute_at(xc, r_o)
     rb = sch.get_sblock("res")
@@ -391,8 +401,7 @@ def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, d
     if double_buffer:
         for blk in (xc, rb):
             sch.annotate(blk, "double_buffer_scope", 0)
-    _CACHE[key] = (sch, {})
-    return _CACHE[key]
+    return sch
 
 
 def reduce_schedule(outer: int, red: int, inner: int, to: int, ti: int, op: str, double_buffer: bool = True,
@@ -417,30 +426,8 @@ def reduce_schedule(outer: int, red: int, inner: int, to: int, ti: int, op: str,
         rb = te.compute((outer, 1), lambda o, z: reducer(X[o, r].astype(acc), axis=r), name=f"r{op}")
     res = te.compute(rb.shape, lambda *i: rb[i].astype("float16"), name="res")
     store = te.compute(rb.shape, lambda *i: res[i], name="store")
-    sch = s_tir.Schedule(te.create_prim_func([X, store]))
-    blk = sch.get_sblock(f"r{op}")
-    loops = sch.get_loops(blk)
-    o_o, o_i = sch.split(loops[0], [None, to])
-    r_o, r_i = sch.split(loops[-1], [None, rr])
-    if inner > 1:
-        i_o, i_i = sch.split(loops[2], [None, ti])
-        sch.reorder(o_o, i_o, r_o, o_i, loops[1], i_i, r_i)
-        tile = i_o
-    else:
-        sch.reorder(o_o, r_o, o_i, loops[1], r_i)
-        tile = o_o
-    sch.set_scope(blk, 0, ACC if op == "sum" else ACT)
-    xc = sch.cache_read(blk, 0, ACT)
-    sch.compute_at(xc, r_o)
-    rs = sch.get_sblock("res")
-    sch.set_scope(rs, 0, ACT)
-    sch.reverse_compute_at(rs, tile)
-    sch.reverse_compute_at(sch.get_sblock("store"), tile)
-    sch.decompose_reduction(blk, r_o)
-    if double_buffer:
-        for b in (xc, rs):
-            sch.annotate(b, "double_buffer_scope", 0)
-    _CACHE[key] = (sch, {})
+    _CACHE[key] = (_schedule_reduction(te.create_prim_func([X, store]), f"r{op}", inner, to, ti, rr,
+                                       ACC if op == "sum" else ACT, double_buffer), {})
     return _CACHE[key]
 
 
