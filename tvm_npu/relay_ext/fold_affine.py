@@ -72,6 +72,14 @@ def _uses(fn: relax.Function) -> Dict[relax.Var, int]:
     return count
 
 
+def _op_calls(fn: relax.Function):
+    """(variable, call) of every binding of `fn` whose value calls a Relax operator, in order."""
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op):
+                yield b.var, b.value
+
+
 def _channel_vector(value: np.ndarray, out_shape: List[int], axis: int) -> Optional[np.ndarray]:
     """A constant operand as a per-channel vector (C,), if it broadcasts along the channel axis only."""
     c = out_shape[axis]
@@ -101,42 +109,38 @@ def affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _Chain]:
     uses = _uses(fn)
     live: Dict[relax.Var, _Chain] = {}  # vars holding conv(x) * scale + shift
     ends: Dict[relax.Var, relax.Call] = {}
-    for block in fn.body.blocks:
-        for b in block.bindings:
-            v, call = b.var, b.value
-            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+    for v, call in _op_calls(fn):
+        if call.op.same_as(_CONV2D):
+            out = _static_shape(call.ty)
+            w = const_value(call.args[1])
+            if out is None or w is None or not str(call.ty.dtype).startswith("float") or \
+                    not str(w.dtype).startswith("float"):
                 continue
-            if call.op.same_as(_CONV2D):
-                out = _static_shape(call.ty)
-                w = const_value(call.args[1])
-                if out is None or w is None or not str(call.ty.dtype).startswith("float") or \
-                        not str(w.dtype).startswith("float"):
-                    continue
-                axis = str(call.attrs.out_layout or call.attrs.data_layout).find("C")
-                if axis < 0:
-                    continue
-                c = out[axis]
-                live[v] = _Chain(call, w, np.ones(c), np.zeros(c), axis, 0, False)
+            axis = str(call.attrs.out_layout or call.attrs.data_layout).find("C")
+            if axis < 0:
                 continue
-            name = _OPS.get(call.op)
-            if name is None or len(call.args) != 2:
-                continue
-            x, y = call.args
-            if name in ("add", "multiply") and y in live and x not in live:
-                x, y = y, x  # constant first is the same for the commutative ones
-            if not (isinstance(x, relax.Var) and x in live and uses.get(x, 0) == 1):
-                continue
-            k = const_value(y)
-            chain = live[x]
-            out = _static_shape(chain.conv.ty)
-            vec = None if k is None else _channel_vector(np.asarray(k), out, chain.channel_axis)
-            if vec is None or (name == "divide" and np.any(vec == 0)) or not np.all(np.isfinite(vec)):
-                continue
-            scale, shift = _step(name, chain.scale, chain.shift, vec)
-            live[v] = dataclasses.replace(chain, scale=scale, shift=shift, ops=chain.ops + 1,
-                                          scaled=chain.scaled or name in ("multiply", "divide"))
-            ends.pop(x, None)
-            ends[v] = call
+            c = out[axis]
+            live[v] = _Chain(call, w, np.ones(c), np.zeros(c), axis, 0, False)
+            continue
+        name = _OPS.get(call.op)
+        if name is None or len(call.args) != 2:
+            continue
+        x, y = call.args
+        if name in ("add", "multiply") and y in live and x not in live:
+            x, y = y, x  # constant first is the same for the commutative ones
+        if not (isinstance(x, relax.Var) and x in live and uses.get(x, 0) == 1):
+            continue
+        k = const_value(y)
+        chain = live[x]
+        out = _static_shape(chain.conv.ty)
+        vec = None if k is None else _channel_vector(np.asarray(k), out, chain.channel_axis)
+        if vec is None or (name == "divide" and np.any(vec == 0)) or not np.all(np.isfinite(vec)):
+            continue
+        scale, shift = _step(name, chain.scale, chain.shift, vec)
+        live[v] = dataclasses.replace(chain, scale=scale, shift=shift, ops=chain.ops + 1,
+                                      scaled=chain.scaled or name in ("multiply", "divide"))
+        ends.pop(x, None)
+        ends[v] = call
     # worth a rewrite: anything beyond one bias add (that one the patterns fuse already)
     return {call: live[v] for v, call in ends.items() if live[v].scaled or live[v].ops > 1}
 
@@ -213,49 +217,45 @@ def input_affine_chains(fn: relax.Function, const_value) -> Dict[relax.Call, _In
     uses = _uses(fn)
     pre: Dict[relax.Var, _InputChain] = {}
     out: Dict[relax.Call, _InputChain] = {}
-    for block in fn.body.blocks:
-        for b in block.bindings:
-            v, call = b.var, b.value
-            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)):
+    for v, call in _op_calls(fn):
+        if call.op.same_as(_CONV2D):
+            x = call.args[0]
+            chain = pre.get(x) if isinstance(x, relax.Var) and uses.get(x, 0) == 1 else None
+            w = const_value(call.args[1])
+            a = call.attrs
+            if chain is None or w is None or not str(w.dtype).startswith("float") or int(a.groups) != 1 or \
+                    any(int(p) for p in a.padding):
                 continue
-            if call.op.same_as(_CONV2D):
-                x = call.args[0]
-                chain = pre.get(x) if isinstance(x, relax.Var) and uses.get(x, 0) == 1 else None
-                w = const_value(call.args[1])
-                a = call.attrs
-                if chain is None or w is None or not str(w.dtype).startswith("float") or int(a.groups) != 1 or \
-                        any(int(p) for p in a.padding):
-                    continue
-                shape = _static_shape(x.ty)
-                axis = str(a.data_layout).find("C")
-                if shape is None or axis < 0:
-                    continue
-                s_vec = _channel_vector(chain.scale, shape, axis)
-                b_vec = _channel_vector(chain.shift, shape, axis)
-                if s_vec is not None and b_vec is not None:
-                    out[call] = _InputChain(chain.source, s_vec, b_vec, w)
+            shape = _static_shape(x.ty)
+            axis = str(a.data_layout).find("C")
+            if shape is None or axis < 0:
                 continue
-            name = _OPS.get(call.op)
-            if name is None or len(call.args) != 2:
-                continue
-            x, y = call.args
+            s_vec = _channel_vector(chain.scale, shape, axis)
+            b_vec = _channel_vector(chain.shift, shape, axis)
+            if s_vec is not None and b_vec is not None:
+                out[call] = _InputChain(chain.source, s_vec, b_vec, w)
+            continue
+        name = _OPS.get(call.op)
+        if name is None or len(call.args) != 2:
+            continue
+        x, y = call.args
+        k = const_value(y)
+        if k is None and name in ("add", "multiply"):
+            x, y = y, x
             k = const_value(y)
-            if k is None and name in ("add", "multiply"):
-                x, y = y, x
-                k = const_value(y)
-            if k is None or not isinstance(x, relax.Var) or const_value(x) is not None or \
-                    not str(getattr(call.ty, "dtype", "")).startswith("float"):
-                continue
-            k = np.asarray(k, dtype=np.float64)
-            if (name == "divide" and np.any(k == 0)) or not np.all(np.isfinite(k)):
-                continue
-            base = pre.get(x) if uses.get(x, 0) == 1 else None
-            if base is None and name != "multiply":
-                # a chain starts at a scale: an add / divide by a constant is often a part of an
-                # activation (hard-swish's x + 3 and / 6) that the pattern table fuses whole
-                continue
-            chain = base or _InputChain(x, np.ones(()), np.zeros(()))
-            pre[v] = _InputChain(chain.source, *_step(name, chain.scale, chain.shift, k))
+        if k is None or not isinstance(x, relax.Var) or const_value(x) is not None or \
+                not str(getattr(call.ty, "dtype", "")).startswith("float"):
+            continue
+        k = np.asarray(k, dtype=np.float64)
+        if (name == "divide" and np.any(k == 0)) or not np.all(np.isfinite(k)):
+            continue
+        base = pre.get(x) if uses.get(x, 0) == 1 else None
+        if base is None and name != "multiply":
+            # a chain starts at a scale: an add / divide by a constant is often a part of an
+            # activation (hard-swish's x + 3 and / 6) that the pattern table fuses whole
+            continue
+        chain = base or _InputChain(x, np.ones(()), np.zeros(()))
+        pre[v] = _InputChain(chain.source, *_step(name, chain.scale, chain.shift, k))
     return out
 
 
