@@ -48,7 +48,7 @@ def test_builder_program_is_the_compile_paths_program(name):
     gives with the same plan as a user override (the whole-model path, memory plan included)."""
     task = _task(name)
     kernel, mod = R.workload(task.desc, task.config)
-    space = SP.space_of(task.desc, task.config)
+    space = SP.space_of(task.desc, task.config, reorder_sums=True)  # the K-chunked plans too
     for plan in PLANS[name]:
         plan = plan or task.default
         sch = SP.schedule_of_plan(mod, kernel, space, plan)
@@ -77,7 +77,7 @@ def test_a_candidate_whose_tir_is_not_the_compile_paths_is_refused():
 def test_postproc_keeps_plans_within_the_srams():
     task = _task("conv")
     kernel, mod = R.workload(task.desc, task.config)
-    space = SP.space_of(task.desc, task.config)
+    space = SP.space_of(task.desc, task.config, reorder_sums=True)
     nano = get_config("npu-nano")
     big = MacPlan(space.rows[0], space.cols[0], space.k)
     assert M.fits(task.desc, big, nano) and "needs" in M.fits(task.desc, big, nano)
@@ -125,7 +125,7 @@ def test_an_illegal_record_is_refused_with_the_reason(tmp_path):
     nano = get_config("npu-nano")
     (task,) = extract_tasks(MODELS["conv"](), "npu-nano", NO_VETO)
     kernel, mod = R.workload(task.desc, nano)
-    space = SP.space_of(task.desc, nano)
+    space = SP.space_of(task.desc, nano, reorder_sums=True)
     big = MacPlan(space.rows[0], space.cols[0], space.k)
     assert M.fits(task.desc, big, nano)
     db = ms.database.JSONDatabase(work_dir=str(tmp_path))
@@ -175,3 +175,36 @@ def test_plans_of_the_space_are_the_tiling_stages_candidates():
     legal = set(mac.candidates(task.desc, task.config, True, ("weights_resident", INPUTS_RESIDENT)))
     assert set(SP.enumerate_plans(space)) == legal
     assert task.default in legal
+
+
+def _run(name, plan, x):
+    import numpy as np
+    from tvm import relax
+
+    with tvm_npu.compile_options(should_run=False, plan_overrides={_task(name).labels[0]: plan}):
+        ex = tvm.compile(MODELS[name](), target="npu-edge")
+    return np.asarray(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy())
+
+
+def test_float_conv_space_keeps_the_order_of_its_sums():
+    """A 3x3 float convolution adds its products in (ky, kx, ci) order per instruction, so another K
+    chunking reorders its fp32 sums. Its default space holds only the default's chunking, and every
+    plan of it gives the default's output bytes; the K-chunked plans of `reorder_sums=True` do not."""
+    import numpy as np
+
+    task = _task("conv")
+    assert SP.sums_reorder(task.desc) and not SP.sums_reorder(_task("matmul").desc)
+    space, wide = SP.space_of(task.desc, task.config), SP.space_of(task.desc, task.config, reorder_sums=True)
+    assert space.depth == (task.default.depth,) and len(wide.depth) > 1 and space.size() < wide.size()
+    plans = [p for p in SP.enumerate_plans(space) if M.fits(task.desc, p, EDGE) is None]
+    assert {p.depth for p in plans} == {task.default.depth} and len(plans) > 10
+    x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype("float32")
+    y0 = _run("conv", task.default, x)
+    others = [p for p in plans if p != task.default]
+    for plan in (others[0], others[len(others) // 2], others[-1]):
+        assert np.array_equal(_run("conv", plan, x), y0), plan
+    chunked = next(p for p in SP.enumerate_plans(wide) if p.depth != task.default.depth and p.rows == task.default.rows
+                   and p.cols == task.default.cols and M.fits(task.desc, p, EDGE) is None)
+    y1 = _run("conv", chunked, x)
+    assert not np.array_equal(y1, y0)  # the restriction matters: the same maths, other roundings
+    assert np.abs(y1.astype(np.float64) - y0).max() <= 2e-3 * np.abs(y0).max()

@@ -122,10 +122,8 @@ def test_compiling_with_the_database_in_a_fresh_process_reproduces_the_tuned_cyc
         assert g["default_cycles"] == r.default_cycles
         assert g["layer"]["default_predicted_cycles"] == g["default_layer"]["predicted_cycles"]
         assert g["default_layer"]["plan_source"] == "default"
-        # the same numbers (fp32 accumulation in another order may round the fp16 output differently)
-        assert g["max_abs_diff"] <= 2e-3 * max(g["scale"], 1.0)
-        if r.best_plan == r.default_plan:
-            assert g["same_bytes"]
+        # the same bytes: the space keeps the order of the conv's float sums (space.sums_reorder)
+        assert g["same_bytes"], (r.default_plan, r.best_plan, g["max_abs_diff"])
 
 
 def test_a_rerun_continues_without_measuring_a_plan_twice(tuned):

@@ -108,12 +108,12 @@ def _records(db, mod) -> list:
     return list(db.get_top_k(db.commit_workload(mod), 1 << 30))
 
 
-def _context(task: Task, seed: int, population: int):
+def _context(task: Task, seed: int, population: int, reorder_sums: bool = False):
     ms = _ms()
     from .measure import FitsSram, MutateTileDecision
 
     kernel, mod = workload(task.desc, task.config, task.double_buffer)
-    space = space_of(task.desc, task.config, task.double_buffer)
+    space = space_of(task.desc, task.config, task.double_buffer, reorder_sums)
     gen = ms.space_generator.ScheduleFn(lambda sch: design_spaces(sch.mod, kernel, space, task.double_buffer),
                                         sch_rules=[], postprocs=[FitsSram(task.desc, task.config)],
                                         mutator_probs={MutateTileDecision(seed): 1.0})
@@ -124,11 +124,11 @@ def _context(task: Task, seed: int, population: int):
                           task_name=task.name, rand_state=seed, num_threads=1)
 
 
-def _measure_default(task: Task, db, builder, runner) -> None:
+def _measure_default(task: Task, db, builder, runner, reorder_sums: bool = False) -> None:
     """Measures the task's default plan and commits it (unless the database already holds it)."""
     ms = _ms()
     kernel, mod = workload(task.desc, task.config, task.double_buffer)
-    space = space_of(task.desc, task.config, task.double_buffer)
+    space = space_of(task.desc, task.config, task.double_buffer, reorder_sums)
     for rec in _records(db, mod):
         if plan_of_trace(mod, rec.trace) == task.default:
             return
@@ -148,12 +148,14 @@ def _measure_default(task: Task, db, builder, runner) -> None:
 def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str | object = "tuning_db",
          cost_model: str = "xgb", seed: int = 0, num_trials_per_iter: int = 16, population: int = 64,
          tasks: list[Task] | None = None, progress: Callable[[dict], None] | None = None,
-         runner=None, measure_default: bool = True) -> TuneResult:
+         runner=None, measure_default: bool = True, reorder_sums: bool = False) -> TuneResult:
     """Tunes the MAC operators of `mod` for an NPU target; records go to `database` (a directory for
     a JSONDatabase, or a MetaSchedule Database). `trials`: measured candidates the database should hold
     for the model's tasks in total (defaults included). `progress(event)` is called after every batch;
     `runner`: a MetaSchedule runner (default: the emulator in this process; see rpc.rpc_runner);
-    `measure_default=False` only to study the search itself (the result may then be worse than the default)."""
+    `measure_default=False` only to study the search itself (the result may then be worse than the default);
+    `reorder_sums=True` lets the search change the K chunking of multi-tap float convolutions, which
+    reorders their fp32 sums (outputs then differ within rounding; by default they stay byte-identical)."""
     ms = _ms()
     from .measure import EmulatorRunner, Measurements, NPUBuilder
 
@@ -173,11 +175,11 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
     builder = NPUBuilder(by_key, measurements)
     runner = runner if runner is not None else EmulatorRunner(config.clock_mhz * 1e6, measurements)
     for t in tasks if measure_default else ():
-        _measure_default(t, db, builder, runner)
+        _measure_default(t, db, builder, runner, reorder_sums)
     held = sum(len(_records(db, workload(t.desc, t.config, t.double_buffer)[1])) for t in tasks)
     remaining = trials - held
     if remaining > 0:
-        contexts = [_context(t, seed + i, population) for i, t in enumerate(tasks)]
+        contexts = [_context(t, seed + i, population, reorder_sums) for i, t in enumerate(tasks)]
         callbacks = ms.measure_callback.MeasureCallback.create("default")
         if progress is not None:
             callbacks = list(callbacks) + [_progress_callback(progress, tasks, config)]
@@ -187,12 +189,13 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
                       num_trials_per_iter=min(num_trials_per_iter, remaining), builder=builder, runner=runner, database=db,
                       cost_model=cost_model_of(cost_model, seed), measure_callbacks=callbacks,
                       task_scheduler="gradient")
-    result = summarize(tasks, db, cost_model, len(measurements.emulated), str(database))
+    result = summarize(tasks, db, cost_model, len(measurements.emulated), str(database), reorder_sums)
     result.emulated = list(measurements.emulated)
     return result
 
 
-def summarize(tasks: list[Task], db, cost_model: str = "", new_trials: int = 0, name: str = "") -> TuneResult:
+def summarize(tasks: list[Task], db, cost_model: str = "", new_trials: int = 0, name: str = "",
+              reorder_sums: bool = False) -> TuneResult:
     """Per task: the default's and the best record's cycles and plans, from the database."""
     out, total = [], 0
     for t in tasks:
@@ -203,7 +206,7 @@ def summarize(tasks: list[Task], db, cost_model: str = "", new_trials: int = 0, 
         total += len(recs)
         default = next((round(s * clock) for s, p in recs if p == t.default), 0)
         best_s, best_p = min(recs, key=lambda r: r[0]) if recs else (0.0, None)
-        out.append(TaskResult(t.name, t.key, t.labels, t.weight, space_of(t.desc, t.config, t.double_buffer).size(),
+        out.append(TaskResult(t.name, t.key, t.labels, t.weight, space_of(t.desc, t.config, t.double_buffer, reorder_sums).size(),
                               t.default.to_dict(), default, best_p.to_dict() if best_p else {}, round(best_s * clock),
                               len(recs)))
     return TuneResult(tasks[0].config.name if tasks else "", cost_model, total, new_trials, out, name)

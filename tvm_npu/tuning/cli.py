@@ -26,6 +26,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--cost-model", default="xgb", choices=("xgb", "random", "mlp"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trials-per-iter", type=int, default=16, help="candidates measured per search round")
+    p.add_argument("--reorder-float-sums", action="store_true",
+                   help="let tuning change the K chunking of multi-tap float convolutions, which reorders their "
+                        "fp32 sums: outputs then differ within rounding (by default they stay byte-identical)")
     p.add_argument("--json", metavar="PATH", help="write the per-task results as JSON ('-': stdout)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on the RPC servers of this tracker "
                    "(scripts/npu_rpc_server.py) instead of in this process")
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         runner = rpc_runner(args.rpc_tracker, args.rpc_key)
     try:
         res = tune(mod, args.target, args.trials, args.db, cost_model=args.cost_model, seed=args.seed,
-                   num_trials_per_iter=args.trials_per_iter, tasks=tasks, progress=progress, runner=runner)
+                   num_trials_per_iter=args.trials_per_iter, tasks=tasks, progress=progress, runner=runner,
+                   reorder_sums=args.reorder_float_sums)
     finally:
         bar.close()
     print(f"{'task':44s} {'x':>3s} {'trials':>6s} {'default':>9s} {'tuned':>9s} {'gain':>6s}  plan (default -> tuned)")

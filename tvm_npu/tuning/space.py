@@ -6,7 +6,13 @@ of the tiling stage (tiling.mac.candidates); the splits are `disable_predication
 cover whole tiles exactly as the padded kernel of the compile path does. Structural choices are
 separate design spaces, one per (loop order, K whole or chunked), since a Python `if` on a sampled
 value is not replayed: the order decides the loop nest, and whether K is one chunk decides where the
-weight tile is cached. Tensorizing is not part of the trace (a database whose traces tensorize onto
+weight tile is cached.
+
+Float sums keep their order. The MAC array adds a convolution's products into fp32 in (ky, kx, ci)
+order within an instruction, so splitting Cin into K chunks reorders the sum of a multi-tap float
+convolution (a 1x1 convolution or a matmul adds in k order either way, and int32 sums are exact).
+Unless `reorder_sums`, the space of such an operator holds only the default plan's chunking: tuning
+then changes cycles and never output bytes. Tensorizing is not part of the trace (a database whose traces tensorize onto
 shape-specific intrinsics does not open in a fresh process); `tensorize` does it for a concrete plan.
 """
 
@@ -21,6 +27,8 @@ from ..config import NPUConfig
 from ..ir.desc import OpDesc
 from ..ir.geometry import conv_geom, matmul_geom
 from ..ir.plan import INPUTS_RESIDENT, MAC_ORDERS, WEIGHTS_RESIDENT, MacPlan
+from ..options import CompileOptions
+from ..tiling import plan as tile_plan
 from ..tiling import mac as mac_tiling
 from ..tir_schedules.default import intrinsic, tile_loops
 from ..tir_schedules.kernels import Kernel
@@ -61,7 +69,18 @@ class Space:
         return Structure(plan.order, self.dense and plan.depth < self.k)
 
 
-def space_of(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> Space:
+def sums_reorder(desc: OpDesc) -> bool:
+    """Whether the K chunking changes the order of the operator's sums: a float dense convolution
+    with more than one tap (see the module's docstring)."""
+    if desc.integer or desc.kind != "conv2d":
+        return False
+    g = conv_geom(desc)
+    return g.groups == 1 and g.kh * g.kw > 1
+
+
+def space_of(desc: OpDesc, config: NPUConfig, double_buffer: bool = True, reorder_sums: bool = False) -> Space:
+    """The operator's design space; `reorder_sums=False` keeps the default plan's K chunking where
+    the chunking decides the order of float sums (the output bytes then never change)."""
     cands = list(mac_tiling.candidates(desc, config, double_buffer, MAC_ORDERS))
     rows = tuple(sorted({p.rows for p in cands}, reverse=True))
     cols = tuple(sorted({p.cols for p in cands}, reverse=True))
@@ -72,7 +91,12 @@ def space_of(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> Spa
         dense, k = g.groups == 1, (g.cin if g.groups == 1 else depth[0])
     else:
         dense, k = True, matmul_geom(desc)[1]
-    structures = [Structure(o, False) for o in orders]
+    whole = True  # the whole-K structures
+    if dense and not reorder_sums and sums_reorder(desc):
+        default = tile_plan(desc, config, CompileOptions(double_buffer=double_buffer))
+        if isinstance(default, MacPlan):
+            depth, whole = (default.depth,), default.depth >= k
+    structures = [Structure(o, False) for o in orders] if whole else []
     if dense and any(d < k for d in depth):
         structures += [Structure(o, True) for o in orders]
     return Space(rows, cols, depth, k, dense, tuple(structures))
@@ -149,5 +173,6 @@ __all__ = [
     "sample_plan",
     "schedule_of_plan",
     "space_of",
+    "sums_reorder",
     "tensorize",
 ]
