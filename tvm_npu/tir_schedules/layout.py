@@ -26,14 +26,9 @@ Mapping = Tuple[Tuple[int, int, int], ...]  # per output axis: (input axis, star
 _CACHE: Dict[tuple, object] = {}
 
 
-def layout_schedule(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: Mapping, fixed: Tuple[int, ...],
-                    in_dtype: str, out_dtype: str, rows: int, cols: int, double_buffer: bool = True):
-    """The scheduled PrimFunc of one layout operator on 4-D shapes; memoised."""
-    key = (tuple(in_shape), tuple(out_shape), tuple(src), tuple(fixed), in_dtype, out_dtype, rows, cols,
-           double_buffer)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
+def layout_workload(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: Mapping, fixed: Tuple[int, ...],
+                    in_dtype: str, out_dtype: str):
+    """The unscheduled PrimFunc of one layout operator on 4-D shapes (the tuner's workload)."""
     x = te.placeholder(in_shape, in_dtype, name="in0")
 
     def gather(*i):
@@ -45,7 +40,11 @@ def layout_schedule(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: 
     ld = te.compute(out_shape, gather, name="ld")
     cp = te.compute(out_shape, lambda *i: ld[i].astype(out_dtype), name="cp")
     store = te.compute(out_shape, lambda *i: cp[i], name="store")
-    sch = s_tir.Schedule(te.create_prim_func([x, store]))
+    return te.create_prim_func([x, store])
+
+
+def layout_tile(sch: s_tir.Schedule, in_dtype: str, rows, cols, double_buffer: bool = True) -> None:
+    """The layout schedule's steps: rows of dims 1 and 2 per tile (ints, or the tuner's sampled values)."""
     cb = sch.get_sblock("cp")
     i0, i1, i2, i3 = sch.get_loops(cb)
     i1o, i1i = sch.split(i1, [None, rows])
@@ -59,5 +58,17 @@ def layout_schedule(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: 
     if double_buffer:
         for blk in (lb, cb):
             sch.annotate(blk, "double_buffer_scope", 0)
+
+
+def layout_schedule(in_shape: Tuple[int, ...], out_shape: Tuple[int, ...], src: Mapping, fixed: Tuple[int, ...],
+                    in_dtype: str, out_dtype: str, rows: int, cols: int, double_buffer: bool = True):
+    """The scheduled PrimFunc of one layout operator on 4-D shapes; memoised."""
+    key = (tuple(in_shape), tuple(out_shape), tuple(src), tuple(fixed), in_dtype, out_dtype, rows, cols,
+           double_buffer)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    sch = s_tir.Schedule(layout_workload(in_shape, out_shape, src, fixed, in_dtype, out_dtype))
+    layout_tile(sch, in_dtype, rows, cols, double_buffer)
     _CACHE[key] = (sch, {})
     return _CACHE[key]

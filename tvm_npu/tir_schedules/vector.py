@@ -62,13 +62,9 @@ def unary_expr(act, x):
     return activation_expr(act, x)
 
 
-def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[str],
-                         out_shape: Tuple[int, ...], rows: int, cols: int, double_buffer: bool = True):
-    """The scheduled PrimFunc of a binary op or an activation on 4-D shapes; memoised."""
-    key = (desc.kind, desc.attrs.get("op"), str(desc.activation), tuple(shapes), tuple(dtypes), out_shape, rows,
-           cols, double_buffer)
-    if key in _CACHE:
-        return _CACHE[key]
+def elementwise_workload(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[str],
+                         out_shape: Tuple[int, ...]):
+    """The unscheduled PrimFunc of a binary op or an activation on 4-D shapes (the tuner's workload)."""
     wide = desc.kind == "binary" and "float32" in dtypes
     ins = [te.placeholder(s, d, name=operand_param(i)) for i, (s, d) in enumerate(zip(shapes, dtypes))]
 
@@ -94,9 +90,13 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
                          .astype("float16"), name="vec")
         last = vec
     store = te.compute(out_shape, lambda *i: last[i], name="store")
-    func = te.create_prim_func(ins + [store])
+    return te.create_prim_func(ins + [store])
 
-    sch = s_tir.Schedule(func)
+
+def elementwise_tile(sch: s_tir.Schedule, dtypes: Sequence[str], rows, cols, double_buffer: bool = True) -> None:
+    """The elementwise schedule's steps: rows of dims 1 and 2 per tile (`rows`, `cols`: ints, or the
+    tuner's sampled values), every operand cached at the tile loop, the store there too."""
+    wide = "float32" in dtypes  # (only a binary op reads a float32 operand)
     vb = sch.get_sblock("vec")
     i0, i1, i2, i3 = sch.get_loops(vb)
     i1o, i1i = sch.split(i1, [None, rows])
@@ -125,6 +125,17 @@ def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes
     if double_buffer:
         for blk in annotate:
             sch.annotate(blk, "double_buffer_scope", 0)
+
+
+def elementwise_schedule(desc: OpDesc, shapes: Sequence[Tuple[int, ...]], dtypes: Sequence[str],
+                         out_shape: Tuple[int, ...], rows: int, cols: int, double_buffer: bool = True):
+    """The scheduled PrimFunc of a binary op or an activation on 4-D shapes; memoised."""
+    key = (desc.kind, desc.attrs.get("op"), str(desc.activation), tuple(shapes), tuple(dtypes), out_shape, rows,
+           cols, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    sch = s_tir.Schedule(elementwise_workload(desc, shapes, dtypes, out_shape))
+    elementwise_tile(sch, dtypes, rows, cols, double_buffer)
     valid = {operand_param(i): tuple(s) for i, s in enumerate(shapes)}
     _CACHE[key] = (sch, valid)
     return _CACHE[key]
@@ -205,13 +216,10 @@ def pool_schedule(desc: OpDesc, x_shape: Tuple[int, ...], out_shape: Tuple[int, 
     return _CACHE[key]
 
 
-def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffer: bool = True):
+def softmax_workload(rows: int, length: int, dtype: str):
     """Softmax over the last axis of a (rows, length) view: `mx` (row maximum), `e` = exp(x - mx),
-    `se` (row sum, fp32 in ACC), `out` = e * (1 / se); `tile` rows per tile. A float32 input stays fp32
-    until the maximum is subtracted (large offsets would lose their low bits in fp16). Memoised."""
-    key = ("softmax", rows, length, dtype, tile, double_buffer)
-    if key in _CACHE:
-        return _CACHE[key]
+    `se` (row sum, fp32 in ACC), `out` = e * (1 / se). A float32 input stays fp32 until the maximum is
+    subtracted (large offsets would lose their low bits in fp16). Unscheduled (the tuner's workload)."""
     X = te.placeholder((rows, length), dtype, name="X")
     j = te.reduce_axis((0, length), "j")
     mx = te.compute((rows, 1), lambda i, z: te.max(X[i, j], axis=j), name="mx")
@@ -221,7 +229,11 @@ def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffe
     out = te.compute((rows, length), lambda i, k: e[i, k] * (tirx.const(1.0, "float32") / se[i, 0]).astype("float16"),
                      name="out")
     store = te.compute((rows, length), lambda i, k: out[i, k], name="store")
-    sch = s_tir.Schedule(te.create_prim_func([X, store]))
+    return te.create_prim_func([X, store])
+
+
+def softmax_tile(sch: s_tir.Schedule, dtype: str, tile, double_buffer: bool = True) -> None:
+    """The softmax schedule's steps: `tile` rows per tile (an int, or the tuner's sampled value)."""
     ob = sch.get_sblock("out")
     i_o, i_i = sch.split(sch.get_loops(ob)[0], [None, tile])
     sch.set_scope(ob, 0, ACT)
@@ -235,6 +247,15 @@ def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffe
     if double_buffer:
         for blk in (xc, ob):
             sch.annotate(blk, "double_buffer_scope", 0)
+
+
+def softmax_schedule(rows: int, length: int, dtype: str, tile: int, double_buffer: bool = True):
+    """The scheduled softmax (softmax_workload, softmax_tile); memoised."""
+    key = ("softmax", rows, length, dtype, tile, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    sch = s_tir.Schedule(softmax_workload(rows, length, dtype))
+    softmax_tile(sch, dtype, tile, double_buffer)
     _CACHE[key] = (sch, {})
     return _CACHE[key]
 
@@ -439,6 +460,14 @@ def layer_norm_schedule(rows: int, length: int, eps: float, tile: int, double_bu
     key = ("layer_norm", rows, length, eps, tile, double_buffer)
     if key in _CACHE:
         return _CACHE[key]
+    sch = s_tir.Schedule(layer_norm_workload(rows, length, eps))
+    layer_norm_tile(sch, tile, double_buffer)
+    _CACHE[key] = (sch, {})
+    return _CACHE[key]
+
+
+def layer_norm_workload(rows: int, length: int, eps: float):
+    """The unscheduled layer norm PrimFunc (the tuner's workload; see layer_norm_schedule)."""
     f32 = lambda v: tirx.const(v, "float32")  # noqa: E731
     X = te.placeholder((rows, length), "float16", name="X")
     G = te.placeholder((length,), "float32", name="G")
@@ -453,7 +482,11 @@ def layer_norm_schedule(rows: int, length: int, eps: float, tile: int, double_bu
     y = te.compute((rows, length), lambda i, k: xc[i, k] * rstd[i, 0] * G[k] + B[k], name="y")
     out = te.compute((rows, length), lambda i, k: y[i, k].astype("float16"), name="out")
     store = te.compute((rows, length), lambda i, k: out[i, k], name="store")
-    sch = s_tir.Schedule(te.create_prim_func([X, G, B, store]))
+    return te.create_prim_func([X, G, B, store])
+
+
+def layer_norm_tile(sch: s_tir.Schedule, tile, double_buffer: bool = True) -> None:
+    """The layer norm schedule's steps: `tile` rows per tile (an int, or the tuner's sampled value)."""
     ob = sch.get_sblock("out")
     i_o, _ = sch.split(sch.get_loops(ob)[0], [None, tile])
     sch.set_scope(ob, 0, ACT)
@@ -462,7 +495,6 @@ def layer_norm_schedule(rows: int, length: int, eps: float, tile: int, double_bu
         sch.set_scope(blk, 0, ACC)
         sch.compute_at(blk, i_o)
     yb = sch.get_sblock("y")
-    names = [r.source.name for r in sch.get(yb).reads]
     for p in ("G", "B"):  # once, outside the tile loop
         sch.cache_read(yb, [r.source.name for r in sch.get(yb).reads].index(p), ACC)
     xcache = sch.cache_read(sch.get_sblock("x32"), 0, ACT)
@@ -471,6 +503,3 @@ def layer_norm_schedule(rows: int, length: int, eps: float, tile: int, double_bu
     if double_buffer:
         for blk in (xcache, ob):
             sch.annotate(blk, "double_buffer_scope", 0)
-    del names
-    _CACHE[key] = (sch, {})
-    return _CACHE[key]
