@@ -33,7 +33,7 @@ from .config import NPUConfig
 from .ir.desc import FunctionDesc, FunctionOp, Unsupported
 from .ir.geometry import macs_of
 from .ir.memory import storage_dtype
-from .ir.plan import Refusal, TilePlan
+from .ir.plan import MacPlan, Refusal, TilePlan
 from .ir.registry import lookup
 from .isa import validate
 from .library import with_golden
@@ -120,13 +120,13 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
     try:
         ins = _operands(low.consts, op, memory)
         out = memory.values[op.result]
-        observe(symbol, label, op.desc)  # task extraction (tuning.records.collecting), else nothing
+        observe(symbol, label, op.desc, [t.dtype for t in ins])  # task extraction (tuning.records.collecting), else nothing
         override = options.plan_override(label)
         source, note, default_cycles = ("override" if override is not None else "default"), "", None
         if override is None and tuned is not None:
             override, note = _database_plan(tuned, op.desc, ins, config, options)
             if override is not None:  # the default's predicted cycles, for the report
-                source, default_cycles = "database", _default_cycles(op.desc, ins, config, options)
+                source, default_cycles = "database", _default_cycles(op, memory, out, ins, config, options, low)
         plan = plan_and_lower(low, op.desc, ins, out, options, override)  # plan tiles ->
         #                                                                    schedule -> walk -> lower
     except Unsupported as e:
@@ -137,18 +137,28 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
                     op.desc.integer, source, {"database": default_cycles, "default": low.estimates[-1]}.get(source), note)
 
 
-def _default_cycles(desc, ins: List[DramTensor], config: NPUConfig, options: CompileOptions) -> Optional[int]:
-    """The default plan's predicted cycles, None if it has none: the tiling stage's analytic estimate
-    (tiling/mac_cost.py, exactly the performance model's cycles of the lowered plan), so the operator is
-    not lowered a second time. Database plans are MAC plans only."""
-    default = tile_plan(desc, config, options, [t.dtype for t in ins])
-    return None if isinstance(default, Refusal) else mac_cost.estimate(desc, default, config)
+def _default_cycles(op: FunctionOp, memory: MemoryPlan, out: DramTensor, ins: List[DramTensor], config: NPUConfig,
+                    options: CompileOptions, low: Lowerer) -> Optional[int]:
+    """The default plan's predicted cycles, None if it has none. A MAC plan's comes from the tiling
+    stage's analytic estimate (tiling/mac_cost.py, exactly the performance model's cycles of the lowered
+    plan); a vector plan's from lowering the default into a scratch program."""
+    default = tile_plan(op.desc, config, options, [t.dtype for t in ins])
+    if isinstance(default, Refusal):
+        return None
+    if isinstance(default, MacPlan):
+        return mac_cost.estimate(op.desc, default, config)
+    scratch = Lowerer(config, ConstPool(), low.double_buffer)
+    try:
+        plan_and_lower(scratch, op.desc, _operands(scratch.consts, op, memory), out, options, default)
+    except Unsupported:
+        return None
+    return scratch.estimates[-1]
 
 
 def _database_plan(tuned: TunedPlans, desc, ins: List[DramTensor], config: NPUConfig,
                    options: CompileOptions) -> Tuple[Optional[TilePlan], str]:
     """(the tuning database's plan for the operator, or None; why a record was not used)."""
-    plan, _ = tuned.lookup(desc)
+    plan, _ = tuned.lookup(desc, [t.dtype for t in ins])
     if plan is None:
         return None, ""
     checked = tile_plan(desc, config, options, [t.dtype for t in ins], override=plan)

@@ -32,3 +32,26 @@ def matmul_model():
 
 
 MODELS = {"conv": conv_model, "matmul": matmul_model}
+
+
+def softmax_model():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 12, 64, 64], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.softmax(x, axis=-1))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def transpose_model():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 64, 12, 32], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.permute_dims(relax.op.nn.relu(x), [0, 2, 1, 3]))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+VECTOR_MODELS = {"softmax": softmax_model, "transpose": transpose_model}

@@ -20,7 +20,9 @@ import numpy as np
 import tvm
 
 from .records import plan_of_trace, workload
-from .space import design_spaces, schedule_of_plan, space_of
+from . import vector_space
+from .records import MAC_KINDS
+from .space import MacSpace, space_of
 from .tasks import Task, extract_tasks
 
 COST_MODELS = ("xgb", "random", "mlp")
@@ -108,14 +110,23 @@ def _records(db, mod) -> list:
     return list(db.get_top_k(db.commit_workload(mod), 1 << 30))
 
 
+def task_space(task: Task, reorder_sums: bool = False):
+    """The task's design space: space.MacSpace or vector_space.VectorSpace (size, plans, design_spaces,
+    schedule_of_plan)."""
+    if task.desc.kind in MAC_KINDS:
+        kernel, _ = workload(task.desc, task.config, task.double_buffer, task.dtypes)
+        return MacSpace(kernel, space_of(task.desc, task.config, task.double_buffer, reorder_sums), task.double_buffer)
+    return vector_space.space_of(task.desc, task.config, task.double_buffer, task.dtypes)
+
+
 def _context(task: Task, seed: int, population: int, reorder_sums: bool = False):
     ms = _ms()
     from .measure import FitsSram, MutateTileDecision
 
-    kernel, mod = workload(task.desc, task.config, task.double_buffer)
-    space = space_of(task.desc, task.config, task.double_buffer, reorder_sums)
-    gen = ms.space_generator.ScheduleFn(lambda sch: design_spaces(sch.mod, kernel, space, task.double_buffer),
-                                        sch_rules=[], postprocs=[FitsSram(task.desc, task.config)],
+    _, mod = workload(task.desc, task.config, task.double_buffer, task.dtypes)
+    space = task_space(task, reorder_sums)
+    gen = ms.space_generator.ScheduleFn(lambda sch: space.design_spaces(sch.mod),
+                                        sch_rules=[], postprocs=[FitsSram(task.desc, task.config, task.dtypes)],
                                         mutator_probs={MutateTileDecision(seed): 1.0})
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population, init_measured_ratio=0.2,
                                                      init_min_unmeasured=min(population, 16), genetic_num_iters=3,
@@ -127,12 +138,11 @@ def _context(task: Task, seed: int, population: int, reorder_sums: bool = False)
 def _measure_default(task: Task, db, builder, runner, reorder_sums: bool = False) -> None:
     """Measures the task's default plan and commits it (unless the database already holds it)."""
     ms = _ms()
-    kernel, mod = workload(task.desc, task.config, task.double_buffer)
-    space = space_of(task.desc, task.config, task.double_buffer, reorder_sums)
+    _, mod = workload(task.desc, task.config, task.double_buffer, task.dtypes)
     for rec in _records(db, mod):
         if plan_of_trace(mod, rec.trace) == task.default:
             return
-    sch = schedule_of_plan(mod, kernel, space, task.default)
+    sch = task_space(task, reorder_sums).schedule_of_plan(mod, task.default)
     built = builder.build([ms.builder.BuilderInput(sch.mod, _target(task.config))])[0]
     if built.error_msg:
         raise RuntimeError(f"{task.name}: the default plan {task.default.to_dict()} does not build: {built.error_msg}")
@@ -166,7 +176,7 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
     config = tasks[0].config
     measurements = Measurements()
     for t in tasks:  # the builder-side cache: what the database already measured
-        _, wmod = workload(t.desc, t.config, t.double_buffer)
+        _, wmod = workload(t.desc, t.config, t.double_buffer, t.dtypes)
         for rec in _records(db, wmod):
             plan = plan_of_trace(wmod, rec.trace)
             if plan is not None and rec.run_secs:
@@ -176,7 +186,7 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
     runner = runner if runner is not None else EmulatorRunner(config.clock_mhz * 1e6, measurements)
     for t in tasks if measure_default else ():
         _measure_default(t, db, builder, runner, reorder_sums)
-    held = sum(len(_records(db, workload(t.desc, t.config, t.double_buffer)[1])) for t in tasks)
+    held = sum(len(_records(db, workload(t.desc, t.config, t.double_buffer, t.dtypes)[1])) for t in tasks)
     remaining = trials - held
     if remaining > 0:
         contexts = [_context(t, seed + i, population, reorder_sums) for i, t in enumerate(tasks)]
@@ -199,14 +209,14 @@ def summarize(tasks: list[Task], db, cost_model: str = "", new_trials: int = 0, 
     """Per task: the default's and the best record's cycles and plans, from the database."""
     out, total = [], 0
     for t in tasks:
-        _, wmod = workload(t.desc, t.config, t.double_buffer)
+        _, wmod = workload(t.desc, t.config, t.double_buffer, t.dtypes)
         clock = t.config.clock_mhz * 1e6
         recs = [(min(float(s) for s in r.run_secs), plan_of_trace(wmod, r.trace)) for r in _records(db, wmod)
                 if r.run_secs]
         total += len(recs)
         default = next((round(s * clock) for s, p in recs if p == t.default), 0)
         best_s, best_p = min(recs, key=lambda r: r[0]) if recs else (0.0, None)
-        out.append(TaskResult(t.name, t.key, t.labels, t.weight, space_of(t.desc, t.config, t.double_buffer, reorder_sums).size(),
+        out.append(TaskResult(t.name, t.key, t.labels, t.weight, task_space(t, reorder_sums).size(),
                               t.default.to_dict(), default, best_p.to_dict() if best_p else {}, round(best_s * clock),
                               len(recs)))
     return TuneResult(tasks[0].config.name if tasks else "", cost_model, total, new_trials, out, name)

@@ -28,7 +28,7 @@ from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResul
 from ..config import NPUConfig
 from ..ir.desc import OpDesc
 from ..ir.memory import over_budget, storage_dtype
-from ..ir.plan import MacPlan
+from ..ir.plan import MacPlan, TilePlan, plan_from_dict, plan_to_dict
 from ..isa import Region
 from ..lowering import Lowerer, plan_and_lower
 from ..lowering.mac import tir_events
@@ -38,34 +38,36 @@ from ..tiling import mac as mac_tiling
 from ..tiling import needs
 from ..tir_schedules.walker import Walker
 from .records import WORKLOAD_KEY, plan_of_schedule, unpadded_kernel
+from . import vector_space
 from .space import tensorize
 
 ARTIFACT = "npu_candidate.json"
 
 
-def fits(desc: OpDesc, plan: MacPlan | None, config: NPUConfig) -> str | None:
-    """Why `plan` cannot tile `desc` on `config` (None: it can)."""
+def fits(desc: OpDesc, plan: TilePlan | None, config: NPUConfig, dtypes=None) -> str | None:
+    """Why `plan` cannot tile `desc` on `config` with its operands stored as `dtypes` (None: it can)."""
     if plan is None:
         return "not a schedule of the NPU design space (no plan annotations)"
-    return mac_tiling.illegal(desc, plan) or over_budget(config, needs(desc, plan, config))
+    why = mac_tiling.illegal(desc, plan) if isinstance(plan, MacPlan) else None
+    return why or over_budget(config, needs(desc, plan, config, dtypes or None))
 
 
 @derived_object
 class FitsSram(PyPostproc):
     """Rejects candidates whose tiles do not fit the SRAMs (tiling.needs + ir.memory.over_budget)."""
 
-    def __init__(self, desc: OpDesc, config: NPUConfig):
+    def __init__(self, desc: OpDesc, config: NPUConfig, dtypes=None):
         super().__init__()
-        self.desc, self.config = desc, config
+        self.desc, self.config, self.dtypes = desc, config, dtypes
 
     def _initialize_with_tune_context(self, context) -> None:
         pass
 
     def apply(self, sch: s_tir.Schedule) -> bool:
-        return fits(self.desc, plan_of_schedule(sch), self.config) is None
+        return fits(self.desc, plan_of_schedule(sch), self.config, self.dtypes) is None
 
     def clone(self):
-        return FitsSram(self.desc, self.config)
+        return FitsSram(self.desc, self.config, self.dtypes)
 
 
 @derived_object
@@ -93,13 +95,14 @@ class MutateTileDecision(PyMutator):
         return MutateTileDecision(self.rng.randrange(1 << 30))
 
 
-def lower_standalone(desc: OpDesc, config: NPUConfig, plan: MacPlan) -> tuple[bytes, int, int]:
+def lower_standalone(desc: OpDesc, config: NPUConfig, plan: TilePlan, dtypes=None) -> tuple[bytes, int, int]:
     """(program, const bytes, io bytes) of the operator alone with `plan`, through the compile path's
-    lowering: inputs then output in IO, weights in CONST, in the memory plan's storage dtypes."""
+    lowering: inputs then output in IO, weights in CONST, in the memory plan's storage dtypes (or
+    `dtypes`, the operands' DRAM dtypes in the compiled model)."""
     low = Lowerer(config, ConstPool(), plan.double_buffer)
     offset, ins = 0, []
-    for t in desc.inputs:
-        dt = storage_dtype(desc, t)
+    for k, t in enumerate(desc.inputs):
+        dt = dtypes[k] if dtypes else storage_dtype(desc, t)
         if t.is_const:
             ins.append(low.consts.tensor(t.const, dt))
         else:
@@ -119,16 +122,21 @@ def candidate_events(mod, desc: OpDesc, plan: MacPlan):
     return Walker(sch.mod["main"], kernel.valid).events()
 
 
-def build_candidate(mod, desc: OpDesc, config: NPUConfig) -> tuple[MacPlan, bytes, int, int]:
+def build_candidate(mod, desc: OpDesc, config: NPUConfig, dtypes=None) -> tuple[TilePlan, bytes, int, int]:
     """(plan, program, const bytes, io bytes) of a candidate; raises if it is not a legal NPU schedule
     or its TIR is not what the compile path lowers for its plan."""
     plan = plan_of_schedule(s_tir.Schedule(mod), bool(int(mod["main"].attrs["npu.double_buffer"])))
-    why = fits(desc, plan, config)
+    why = fits(desc, plan, config, dtypes)
     if why:
         raise ValueError(why)
-    if candidate_events(mod, desc, plan) != tir_events(desc, plan, plan.double_buffer)[1]:
+    if isinstance(plan, MacPlan):
+        same = candidate_events(mod, desc, plan) == tir_events(desc, plan, plan.double_buffer)[1]
+    else:
+        space = vector_space.VectorSpace(vector_space.geometry(desc, dtypes), (), plan.double_buffer)
+        same = vector_space.candidate_events(mod, desc, dtypes) == space.events(plan)
+    if not same:
         raise ValueError(f"the candidate's TIR for {plan.to_dict()} differs from the compile path's schedule")
-    return (plan, *lower_standalone(desc, config, plan))
+    return (plan, *lower_standalone(desc, config, plan, dtypes))
 
 
 class Measurements:
@@ -170,8 +178,9 @@ class NPUBuilder(PyBuilder):
                 meta["cached_cycles"] = cached
                 program = b""
             else:
-                plan, program, meta["const_bytes"], meta["io_bytes"] = build_candidate(mod, task.desc, task.config)
-                meta["plan"] = [plan.rows, plan.cols, plan.depth, plan.double_buffer, plan.order]
+                plan, program, meta["const_bytes"], meta["io_bytes"] = build_candidate(mod, task.desc, task.config,
+                                                                                       task.dtypes)
+                meta["plan"] = plan_to_dict(plan)
         except Exception as e:  # noqa: BLE001 - any failure is this candidate's build error
             return BuilderResult(None, f"{type(e).__name__}: {e}")
         d = tempfile.mkdtemp(prefix="npu_candidate_")
@@ -211,7 +220,7 @@ def measure_artifact(path: str, measurements: Measurements | None = None) -> tup
                                                    io_bytes=meta["io_bytes"], scratch_bytes=0)
     cycles = int(counters.cycles)
     if measurements is not None:
-        plan = MacPlan(*meta["plan"])
+        plan = plan_from_dict(meta["plan"])
         measurements.add(meta["key"], plan, cycles)
         measurements.emulated.append((meta["key"], plan))
     return cycles, True

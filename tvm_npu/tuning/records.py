@@ -28,6 +28,7 @@ from ..ir.plan import MAC_ORDERS, MacPlan
 from ..isa import ISA_VERSION
 from ..tir_schedules.default import quant_key
 from ..tir_schedules.kernels import Kernel, conv2d_kernel, gemm_kernel
+from . import vector_space
 
 MAC_KINDS = ("conv2d", "matmul")
 PLAN_KEYS = ("npu.rows", "npu.cols", "npu.depth")
@@ -39,11 +40,14 @@ def _config_digest(config: NPUConfig) -> str:
     return hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
 
 
-def workload_key(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> str:
+def workload_key(desc: OpDesc, config: NPUConfig, double_buffer: bool = True, dtypes=None) -> str:
     """What a tuning record may be reused for: the operator's signature (and quantisation halo and
-    epilogue), the configuration (by name and content), the ISA version and the double buffering."""
+    epilogue), the configuration (by name and content), the ISA version and the double buffering; for
+    a vector operator also how its operands are stored in DRAM (`dtypes`: a float32 model input stays
+    fp32 at the NPU boundary, and the schedule and the SRAM needs differ)."""
+    extra = () if desc.kind in MAC_KINDS else vector_space.operand_dtypes(desc, dtypes)
     ident = repr((signature(desc), quant_key(desc), config.name, _config_digest(config), ISA_VERSION,
-                  bool(double_buffer)))
+                  bool(double_buffer), *extra))
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 
@@ -53,13 +57,22 @@ def unpadded_kernel(desc: OpDesc) -> Kernel:
     return conv2d_kernel(desc, one) if desc.kind == "conv2d" else gemm_kernel(desc, one)
 
 
-def workload(desc: OpDesc, config: NPUConfig, double_buffer: bool = True) -> tuple[Kernel, tvm.IRModule]:
-    """(unpadded kernel, the IRModule MetaSchedule tunes and the database stores)."""
-    kernel = unpadded_kernel(desc)
-    func = kernel.func.with_attr({"global_symbol": "main", "npu.config": config.name,
+def tunable(desc: OpDesc) -> bool:
+    """Whether the tuner searches the operator's plan: MAC operators, and the float vector operators
+    of vector_space.VECTOR_KINDS."""
+    return desc.kind in MAC_KINDS or vector_space.tunable(desc)
+
+
+def workload(desc: OpDesc, config: NPUConfig, double_buffer: bool = True,
+             dtypes=None) -> tuple[Kernel | None, tvm.IRModule]:
+    """(unpadded kernel, the IRModule MetaSchedule tunes and the database stores); a vector operator
+    has no Kernel: (None, its unscheduled PrimFunc's module)."""
+    kernel = unpadded_kernel(desc) if desc.kind in MAC_KINDS else None
+    func = kernel.func if kernel is not None else vector_space.workload_func(desc, dtypes)
+    func = func.with_attr({"global_symbol": "main", "npu.config": config.name,
                                   "npu.config_digest": _config_digest(config), "npu.isa_version": ISA_VERSION,
                                   "npu.double_buffer": int(bool(double_buffer)),
-                                  WORKLOAD_KEY: workload_key(desc, config, double_buffer)})
+                                  WORKLOAD_KEY: workload_key(desc, config, double_buffer, dtypes)})
     return kernel, tvm.IRModule({"main": func})
 
 
@@ -73,11 +86,12 @@ def mac_block(sch: s_tir.Schedule):
     return None
 
 
-def plan_of_schedule(sch: s_tir.Schedule, double_buffer: bool = True) -> MacPlan | None:
-    """The MacPlan a scheduled workload was built for (its `mac` block annotations), or None."""
+def plan_of_schedule(sch: s_tir.Schedule, double_buffer: bool = True):
+    """The plan a scheduled workload was built for (a MacPlan from its `mac` block's annotations, a
+    vector plan from its `store` block's), or None."""
     block = mac_block(sch)
     if block is None:
-        return None
+        return vector_space.plan_of_schedule(sch, double_buffer)
     ann = sch.get(block).annotations
     if any(k not in ann for k in PLAN_KEYS) or ORDER_KEY not in ann:
         return None
@@ -116,13 +130,15 @@ class TunedPlans:
         self._target = tvm.target.Target({"kind": "llvm", "keys": ["npu", "cpu"], "model": config.name})
         self._hits: dict[str, tuple[MacPlan | None, float | None]] = {}
 
-    def lookup(self, desc: OpDesc) -> tuple[MacPlan | None, float | None]:
-        """(the best record's plan, its measured seconds), or (None, None) when the database has none."""
-        if desc.kind not in MAC_KINDS:
+    def lookup(self, desc: OpDesc, dtypes=None) -> tuple[object | None, float | None]:
+        """(the best record's plan, its measured seconds), or (None, None) when the database has none;
+        `dtypes`: how the operands are stored in DRAM."""
+        if not tunable(desc):
             return None, None
-        key = workload_key(desc, self.config, self.double_buffer)
+        dtypes = None if desc.kind in MAC_KINDS else dtypes
+        key = workload_key(desc, self.config, self.double_buffer, dtypes)
         if key not in self._hits:
-            _, mod = workload(desc, self.config, self.double_buffer)
+            _, mod = workload(desc, self.config, self.double_buffer, dtypes)
             rec = self.db.query_tuning_record(mod, self._target, "main")
             if rec is None:
                 self._hits[key] = (None, None)
@@ -137,8 +153,8 @@ _COLLECTING: contextvars.ContextVar[list | None] = contextvars.ContextVar("tvm_n
 
 @contextlib.contextmanager
 def collecting():
-    """Task extraction: inside, every MAC operator the driver lowers is appended to the yielded list
-    as (function symbol, operator label, OpDesc)."""
+    """Task extraction: inside, every tunable operator the driver lowers is appended to the yielded list
+    as (function symbol, operator label, OpDesc, operand DRAM dtypes or None for MAC operators)."""
     seen: list = []
     token = _COLLECTING.set(seen)
     try:
@@ -147,11 +163,12 @@ def collecting():
         _COLLECTING.reset(token)
 
 
-def observe(symbol: str, label: str, desc: OpDesc) -> None:
-    """The driver reports a MAC operator it lowers (kept only while `collecting`)."""
+def observe(symbol: str, label: str, desc: OpDesc, dtypes=None) -> None:
+    """The driver reports an operator it lowers and its operands' DRAM dtypes (a tunable one is kept
+    while `collecting`)."""
     seen = _COLLECTING.get()
-    if seen is not None and desc.kind in MAC_KINDS:
-        seen.append((symbol, label, desc))
+    if seen is not None and tunable(desc):
+        seen.append((symbol, label, desc, None if desc.kind in MAC_KINDS else tuple(dtypes or ())))
 
 
 def tuned_plans(config: NPUConfig, double_buffer: bool = True) -> TunedPlans | None:

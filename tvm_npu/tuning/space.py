@@ -157,6 +157,28 @@ def tensorize(sch: s_tir.Schedule, kernel: Kernel, plan: MacPlan) -> None:
     sch.tensorize(tile, intrinsic(kernel, plan.rows, plan.cols, plan.depth))
 
 
+@dataclasses.dataclass(frozen=True)
+class MacSpace:
+    """A MAC operator's space with its kernel: the interface the tuner uses for every operator kind
+    (vector_space.VectorSpace has the same methods)."""
+
+    kernel: Kernel
+    space: Space
+    double_buffer: bool = True
+
+    def size(self) -> int:
+        return self.space.size()
+
+    def plans(self) -> Sequence[MacPlan]:
+        return enumerate_plans(self.space, self.double_buffer)
+
+    def design_spaces(self, mod) -> list[s_tir.Schedule]:
+        return design_spaces(mod, self.kernel, self.space, self.double_buffer)
+
+    def schedule_of_plan(self, mod, plan: MacPlan) -> s_tir.Schedule:
+        return schedule_of_plan(mod, self.kernel, self.space, plan)
+
+
 def enumerate_plans(space: Space, double_buffer: bool = True) -> Sequence[MacPlan]:
     """Every plan of the space (before the SRAM budget), for exhaustive search."""
     return [MacPlan(r, c, d, double_buffer, s.order) for s in space.structures for d in space.depths(s)
@@ -165,6 +187,7 @@ def enumerate_plans(space: Space, double_buffer: bool = True) -> Sequence[MacPla
 
 __all__ = [
     "WEIGHTS_RESIDENT",
+    "MacSpace",
     "Space",
     "Structure",
     "apply_plan",

@@ -1,4 +1,5 @@
-"""Task extraction: the MAC operators a model offloads, one task per workload, weighted by occurrences.
+"""Task extraction: the tunable operators a model offloads (MAC operators, and the float vector operators
+of vector_space.VECTOR_KINDS), one task per workload, weighted by occurrences.
 
 The model is partitioned and compiled the normal way (driver.compile_model, the path `tvm.compile`
 takes) while records.collecting() listens to the operators the driver lowers; the operators of the
@@ -9,6 +10,7 @@ by workload key (signature, NPU configuration, ISA version, double buffering).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import tvm
 
@@ -17,7 +19,7 @@ from ..config import NPUConfig, get_config
 from ..driver import compile_model
 from ..ir.desc import OpDesc
 from ..ir.geometry import macs_of
-from ..ir.plan import MacPlan
+from ..ir.plan import MacPlan, RowPlan, SoftmaxPlan
 from ..options import CompileOptions, current_options
 from ..runtime_module import find_npu_modules
 from ..tiling import plan as tile_plan
@@ -26,15 +28,16 @@ from .records import collecting, workload_key
 
 @dataclasses.dataclass
 class Task:
-    """One tuning task: a MAC workload, the operators it stands for, and its default plan."""
+    """One tuning task: a workload, the operators it stands for, and its default plan."""
 
     key: str
     desc: OpDesc
     config: NPUConfig
-    default: MacPlan
+    default: MacPlan | RowPlan | SoftmaxPlan
     labels: list[str]
     weight: int  # operators (times call sites) of the model with this workload
     double_buffer: bool = True
+    dtypes: tuple | None = None  # a vector operator's operand DRAM dtypes (None: the memory plan's default)
 
     @property
     def name(self) -> str:
@@ -59,7 +62,8 @@ def _final_layers(part: tvm.IRModule, report) -> dict[tuple, int]:
 
 
 def extract_tasks(mod: tvm.IRModule, target="npu-edge", options: CompileOptions = None) -> list[Task]:
-    """The model's MAC tuning tasks, heaviest first (weight x MACs)."""
+    """The model's tuning tasks: MAC operators heaviest first (weight x MACs), then vector operators
+    (heaviest first by weight x output elements)."""
     from ..target import config_of, is_npu_target
 
     tgt = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
@@ -69,21 +73,21 @@ def extract_tasks(mod: tvm.IRModule, target="npu-edge", options: CompileOptions 
         part, report = compile_model(mod, config, options)
     final = _final_layers(part, report)
     tasks: dict[str, Task] = {}
-    for symbol, label, desc in seen:
+    for symbol, label, desc, dtypes in seen:
         runs = final.get((symbol, label), 0)
         if not runs:
             continue  # compiled in an earlier round, or its function was not offloaded
         final[(symbol, label)] = 0  # an operator counts once even if compiled again
-        key = workload_key(desc, config, options.double_buffer)
+        key = workload_key(desc, config, options.double_buffer, dtypes)
         if key in tasks:
             tasks[key].weight += runs
             tasks[key].labels.append(label)
             continue
-        default = tile_plan(desc, config, options)
-        if not isinstance(default, MacPlan):
-            continue
-        tasks[key] = Task(key, desc, config, default, [label], runs, options.double_buffer)
-    return sorted(tasks.values(), key=lambda t: -t.weight * macs_of(t.desc))
+        default = tile_plan(desc, config, options, dtypes or None)
+        if not isinstance(default, (MacPlan, RowPlan, SoftmaxPlan)):
+            continue  # refused by the tiling stage (the operator ran on the CPU)
+        tasks[key] = Task(key, desc, config, default, [label], runs, options.double_buffer, dtypes)
+    return sorted(tasks.values(), key=lambda t: (-t.weight * macs_of(t.desc), -t.weight * math.prod(t.desc.output.shape)))
 
 
 __all__ = ["Task", "extract_tasks"]
