@@ -54,4 +54,18 @@ def transpose_model():
     return bb.get()
 
 
-VECTOR_MODELS = {"softmax": softmax_model, "transpose": transpose_model}
+def reduce_model():
+    """A global average pool (mean), a channel sum and a sum of the means (reduce), one add."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 256, 7, 7], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            r = relax.op.nn.relu(x)
+            m = relax.op.mean(r, axis=[2, 3], keepdims=True)
+            s = relax.op.sum(r, axis=[1], keepdims=True)
+            y = bb.emit_output(relax.op.add(s, relax.op.sum(m, axis=[1], keepdims=True)))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+VECTOR_MODELS = {"softmax": softmax_model, "transpose": transpose_model, "reduce": reduce_model}

@@ -362,17 +362,8 @@ def int_tile_schedule(kind: str, shapes: Sequence[Tuple[int, ...]], out_shape: T
     return _CACHE[key]
 
 
-def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, dtype: str = "float16",
-                  double_buffer: bool = True):
-    """Mean over the middle axis of an (outer, red, inner) view ((outer, red) when inner == 1, so the
-    reduced axis is SRAM's channel axis): `msum` accumulates the sums in ACC (fp32 for fp16 inputs,
-    int32 for int8) over reduction chunks of `rr` (split off and decomposed: the zeroing block marks
-    the first chunk), `res` scales by 1/red and rounds to fp16, or requantises int8 (the vector unit's
-    TFLite arithmetic, `npu.requantize`; fields from tvm_npu.quant.mean_quant). Tiles: `to` outer rows
-    x `ti` inner columns. Memoised."""
-    key = ("mean", outer, red, inner, to, ti, rr, dtype, double_buffer)
-    if key in _CACHE:
-        return _CACHE[key]
+def mean_workload(outer: int, red: int, inner: int, dtype: str = "float16"):
+    """The unscheduled mean PrimFunc (see mean_schedule; the tuner's workload)."""
     acc = "int32" if dtype == "int8" else "float32"
     r = te.reduce_axis((0, red), "r")
     if inner > 1:
@@ -386,17 +377,32 @@ def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, d
     else:
         res = te.compute(msum.shape, lambda *i: (msum[i] * tirx.const(1.0 / red, acc)).astype(dtype), name="res")
     store = te.compute(msum.shape, lambda *i: res[i], name="store")
-    _CACHE[key] = (_schedule_reduction(te.create_prim_func([X, store]), "msum", inner, to, ti, rr, ACC,
-                                       double_buffer), {})
+    return te.create_prim_func([X, store])
+
+
+def mean_schedule(outer: int, red: int, inner: int, to: int, ti: int, rr: int, dtype: str = "float16",
+                  double_buffer: bool = True):
+    """Mean over the middle axis of an (outer, red, inner) view ((outer, red) when inner == 1, so the
+    reduced axis is SRAM's channel axis): `msum` accumulates the sums in ACC (fp32 for fp16 inputs,
+    int32 for int8) over reduction chunks of `rr` (split off and decomposed: the zeroing block marks
+    the first chunk), `res` scales by 1/red and rounds to fp16, or requantises int8 (the vector unit's
+    TFLite arithmetic, `npu.requantize`; fields from tvm_npu.quant.mean_quant). Tiles: `to` outer rows
+    x `ti` inner columns. Memoised."""
+    key = ("mean", outer, red, inner, to, ti, rr, dtype, double_buffer)
+    if key in _CACHE:
+        return _CACHE[key]
+    sch = s_tir.Schedule(mean_workload(outer, red, inner, dtype))
+    reduction_tile(sch, "msum", inner, to, ti, rr, ACC, double_buffer)
+    _CACHE[key] = (sch, {})
     return _CACHE[key]
 
 
-def _schedule_reduction(func, name: str, inner: int, to: int, ti: int, rr: int, scope: str, double_buffer: bool):
+def reduction_tile(sch: s_tir.Schedule, name: str, inner: int, to, ti, rr, scope: str, double_buffer: bool) -> None:
     """The schedule of mean_schedule and reduce_schedule: the reduction block `name` over (outer, red,
     inner) tiled `to` x `ti` with reduction chunks of `rr` (tile loops outer rows, inner columns, chunk),
     accumulating in `scope`; the input cached in ACT at the chunk, `res` (ACT) and the store at the tile,
-    the zeroing split off (its init marks a tile's first chunk); input and result double-buffered."""
-    sch = s_tir.Schedule(func)
+    the zeroing split off (its init marks a tile's first chunk); input and result double-buffered.
+    `to`, `ti`, `rr`: ints, or the tuner's sampled values."""
     mb = sch.get_sblock(name)
     if inner > 1:
         o, z, i, rl = sch.get_loops(mb)
@@ -422,7 +428,22 @@ def _schedule_reduction(func, name: str, inner: int, to: int, ti: int, rr: int, 
     if double_buffer:
         for blk in (xc, rb):
             sch.annotate(blk, "double_buffer_scope", 0)
-    return sch
+
+
+def reduce_workload(outer: int, red: int, inner: int, op: str):
+    """The unscheduled sum / max / min PrimFunc (see reduce_schedule; the tuner's workload)."""
+    acc = "float32" if op == "sum" else "float16"
+    reducer = {"sum": te.sum, "max": te.max, "min": te.min}[op]
+    r = te.reduce_axis((0, red), "r")
+    if inner > 1:
+        X = te.placeholder((outer, red, inner), "float16", name="X")
+        rb = te.compute((outer, 1, inner), lambda o, z, i: reducer(X[o, r, i].astype(acc), axis=r), name=f"r{op}")
+    else:
+        X = te.placeholder((outer, red), "float16", name="X")
+        rb = te.compute((outer, 1), lambda o, z: reducer(X[o, r].astype(acc), axis=r), name=f"r{op}")
+    res = te.compute(rb.shape, lambda *i: rb[i].astype("float16"), name="res")
+    store = te.compute(rb.shape, lambda *i: res[i], name="store")
+    return te.create_prim_func([X, store])
 
 
 def reduce_schedule(outer: int, red: int, inner: int, to: int, ti: int, op: str, double_buffer: bool = True,
@@ -436,19 +457,9 @@ def reduce_schedule(outer: int, red: int, inner: int, to: int, ti: int, op: str,
     key = ("reduce", outer, red, inner, to, ti, op, double_buffer, rr)
     if key in _CACHE:
         return _CACHE[key]
-    acc = "float32" if op == "sum" else "float16"
-    reducer = {"sum": te.sum, "max": te.max, "min": te.min}[op]
-    r = te.reduce_axis((0, red), "r")
-    if inner > 1:
-        X = te.placeholder((outer, red, inner), "float16", name="X")
-        rb = te.compute((outer, 1, inner), lambda o, z, i: reducer(X[o, r, i].astype(acc), axis=r), name=f"r{op}")
-    else:
-        X = te.placeholder((outer, red), "float16", name="X")
-        rb = te.compute((outer, 1), lambda o, z: reducer(X[o, r].astype(acc), axis=r), name=f"r{op}")
-    res = te.compute(rb.shape, lambda *i: rb[i].astype("float16"), name="res")
-    store = te.compute(rb.shape, lambda *i: res[i], name="store")
-    _CACHE[key] = (_schedule_reduction(te.create_prim_func([X, store]), f"r{op}", inner, to, ti, rr,
-                                       ACC if op == "sum" else ACT, double_buffer), {})
+    sch = s_tir.Schedule(reduce_workload(outer, red, inner, op))
+    reduction_tile(sch, f"r{op}", inner, to, ti, rr, ACC if op == "sum" else ACT, double_buffer)
+    _CACHE[key] = (sch, {})
     return _CACHE[key]
 
 

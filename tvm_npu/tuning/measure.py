@@ -48,7 +48,7 @@ def fits(desc: OpDesc, plan: TilePlan | None, config: NPUConfig, dtypes=None) ->
     """Why `plan` cannot tile `desc` on `config` with its operands stored as `dtypes` (None: it can)."""
     if plan is None:
         return "not a schedule of the NPU design space (no plan annotations)"
-    why = mac_tiling.illegal(desc, plan) if isinstance(plan, MacPlan) else None
+    why = mac_tiling.illegal(desc, plan) if isinstance(plan, MacPlan) else vector_space.illegal(desc, plan)
     return why or over_budget(config, needs(desc, plan, config, dtypes or None))
 
 

@@ -19,7 +19,7 @@ from ..config import NPUConfig, get_config
 from ..driver import compile_model
 from ..ir.desc import OpDesc
 from ..ir.geometry import macs_of
-from ..ir.plan import MacPlan, RowPlan, SoftmaxPlan
+from ..ir.plan import MacPlan, MeanPlan, RowPlan, SoftmaxPlan
 from ..options import CompileOptions, current_options
 from ..runtime_module import find_npu_modules
 from ..tiling import plan as tile_plan
@@ -33,7 +33,7 @@ class Task:
     key: str
     desc: OpDesc
     config: NPUConfig
-    default: MacPlan | RowPlan | SoftmaxPlan
+    default: MacPlan | RowPlan | SoftmaxPlan | MeanPlan
     labels: list[str]
     weight: int  # operators (times call sites) of the model with this workload
     double_buffer: bool = True
@@ -84,7 +84,7 @@ def extract_tasks(mod: tvm.IRModule, target="npu-edge", options: CompileOptions 
             tasks[key].labels.append(label)
             continue
         default = tile_plan(desc, config, options, dtypes or None)
-        if not isinstance(default, (MacPlan, RowPlan, SoftmaxPlan)):
+        if not isinstance(default, (MacPlan, RowPlan, SoftmaxPlan, MeanPlan)):
             continue  # refused by the tiling stage (the operator ran on the CPU)
         tasks[key] = Task(key, desc, config, default, [label], runs, options.double_buffer, dtypes)
     return sorted(tasks.values(), key=lambda t: (-t.weight * macs_of(t.desc), -t.weight * math.prod(t.desc.output.shape)))

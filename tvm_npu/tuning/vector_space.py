@@ -1,6 +1,8 @@
 """The MetaSchedule design spaces of the vector-unit operators whose tiles matter: elementwise binaries
 and activations and layout operators (RowPlan: rows of dims 1 and 2 per tile), softmax and layer norm
-(SoftmaxPlan: rows per tile).
+(SoftmaxPlan: rows per tile), mean and sum/max/min reductions (MeanPlan: outer rows and inner
+columns per tile; the reduction chunk stays the default's, since it decides the order of fp32 sums).
+Pooling is not searched: its PrimFunc is padded to the tile (the tiling stage's default decides).
 
 Their tile size decides how well loads, vector passes and stores overlap (the largest tile that fits
 leaves one or two tiles, and nothing to overlap): on MiniLM a (1,12,64,32) transpose takes 7,050
@@ -24,14 +26,15 @@ import tvm
 from tvm import s_tir
 
 from ..ir.desc import OpDesc
-from ..ir.geometry import layout_geom, pad4
+from ..ir.geometry import layout_geom, mean_axes, pad4
 from ..ir.memory import dtype_name, storage_dtype
-from ..ir.plan import RowPlan, SoftmaxPlan
+from ..ir.memory import ACC, ACT
+from ..ir.plan import MeanPlan, RowPlan, SoftmaxPlan
 from ..isa import DType
 from ..tir_schedules import layout as LS
 from ..tir_schedules import vector as VS
 
-VECTOR_KINDS = ("binary", "activation", "layout", "softmax", "layer_norm")
+VECTOR_KINDS = ("binary", "activation", "layout", "softmax", "layer_norm", "mean", "reduce")
 FAMILY_KEY = "npu.family"
 PLAN_BLOCK = "store"  # the block every vector workload has, annotated with the plan
 
@@ -53,6 +56,10 @@ class Geometry:
     valid: dict
 
     def workload_func(self) -> tvm.tirx.PrimFunc:
+        if self.kind == "mean":
+            return VS.mean_workload(*self.args, "float16")
+        if self.kind == "reduce":
+            return VS.reduce_workload(*self.args)
         if self.kind in ("binary", "activation"):
             return VS.elementwise_workload(*self.args)
         if self.kind == "layout":
@@ -63,7 +70,11 @@ class Geometry:
 
     def tile(self, sch: s_tir.Schedule, fields, double_buffer: bool) -> None:
         """The compile path's schedule steps with the plan's fields (ints or sampled values)."""
-        if self.kind in ("binary", "activation"):
+        if self.kind in ("mean", "reduce"):
+            to, rr, ti = fields
+            name, scope = ("msum", ACC) if self.kind == "mean" else (f"r{self.args[3]}", ACC if self.args[3] == "sum" else ACT)
+            VS.reduction_tile(sch, name, self.args[2], to, ti, rr, scope, double_buffer)
+        elif self.kind in ("binary", "activation"):
             VS.elementwise_tile(sch, self.args[2], *fields, double_buffer)
         elif self.kind == "layout":
             LS.layout_tile(sch, self.args[4], *fields, double_buffer)
@@ -71,6 +82,17 @@ class Geometry:
             VS.softmax_tile(sch, self.args[2], *fields, double_buffer)
         else:
             VS.layer_norm_tile(sch, *fields, double_buffer)
+
+    def scheduled(self, fields: tuple, double_buffer: bool):
+        """The compile path's memoised (schedule, valid extents) for the plan's fields, called as the
+        lowering calls it."""
+        if self.kind == "mean":
+            to, rr, ti = fields
+            return VS.mean_schedule(*self.args, to, ti, rr, "float16", double_buffer)
+        if self.kind == "reduce":
+            to, rr, ti = fields
+            return VS.reduce_schedule(*self.args[:3], to, ti, self.args[3], double_buffer, rr)
+        return self.schedule(*self.args, *fields, double_buffer)
 
 
 def operand_dtypes(desc: OpDesc, dtypes=None) -> tuple:
@@ -96,6 +118,11 @@ def geometry(desc: OpDesc, dtypes=None) -> Geometry:
                 dtype_name(storage_dtype(desc, desc.output)))
         return Geometry("layout", LS.layout_schedule, args, RowPlan, (g.out_shape[1], g.out_shape[2]), {})
     shape = desc.inputs[0].shape
+    if desc.kind in ("mean", "reduce"):
+        outer, red, inner = mean_axes(shape, desc.attrs["axis"])
+        args = (outer, red, inner) + ((desc.attrs["op"],) if desc.kind == "reduce" else ())
+        builder = VS.mean_schedule if desc.kind == "mean" else VS.reduce_schedule
+        return Geometry(desc.kind, builder, args, MeanPlan, (outer, red, inner), {})
     rows, length = math.prod(shape[:-1]), shape[-1]
     if desc.kind == "softmax":
         return Geometry("softmax", VS.softmax_schedule, (rows, length, _key_dtype(dts[0])), SoftmaxPlan, (rows,), {})
@@ -110,14 +137,32 @@ def tunable(desc: OpDesc) -> bool:
 
 
 def fields_of(plan) -> tuple:
+    if isinstance(plan, MeanPlan):
+        return (plan.outer, plan.chunk, plan.inner)
     return (plan.t1, plan.t2) if isinstance(plan, RowPlan) else (plan.rows,)
+
+
+def illegal(desc: OpDesc, plan) -> str | None:
+    """Why a reduction plan is not one the lowering takes (a partial row or a chunked reduction tiles
+    one outer row at a time; a chunked reduction one inner column), None if it is."""
+    if not isinstance(plan, MeanPlan):
+        return None
+    outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    to, rr, ti = plan.outer, plan.chunk, plan.inner
+    if not (1 <= rr <= red and 1 <= ti <= inner and 1 <= to <= outer):
+        return f"{plan.to_dict()} is outside {outer} x {red} x {inner}"
+    if desc.kind == "mean" and (rr, ti) != (red, inner):
+        return f"a float mean reduces whole rows: {plan.to_dict()}"
+    if (ti < inner or rr < red) and to != 1 or rr < red and ti != 1:
+        return f"{plan.to_dict()}: a partial row or a chunked reduction takes one outer row per tile"
+    return None
 
 
 def make_plan(plan_type: type, fields, double_buffer: bool):
     return plan_type(*fields, double_buffer)
 
 
-FIELD_NAMES = {RowPlan: ("t1", "t2"), SoftmaxPlan: ("rows",)}
+FIELD_NAMES = {RowPlan: ("t1", "t2"), SoftmaxPlan: ("rows",), MeanPlan: ("outer", "chunk", "inner")}
 
 
 def workload_func(desc: OpDesc, dtypes=None) -> tvm.tirx.PrimFunc:
@@ -131,7 +176,7 @@ def plan_of_schedule(sch: s_tir.Schedule, double_buffer: bool = True):
     except Exception:  # noqa: BLE001 - TVM raises its own error type for a missing block
         return None
     family = str(ann[FAMILY_KEY]) if FAMILY_KEY in ann else None
-    cls = {RowPlan.family: RowPlan, SoftmaxPlan.family: SoftmaxPlan}.get(family)
+    cls = {c.family: c for c in FIELD_NAMES}.get(family)
     if cls is None or any(f"npu.{n}" not in ann for n in FIELD_NAMES[cls]):
         return None
     return make_plan(cls, [int(ann[f"npu.{n}"]) for n in FIELD_NAMES[cls]], double_buffer)
@@ -187,7 +232,7 @@ class VectorSpace:
         """The compile path's walked events for `plan` (what a candidate's TIR must give)."""
         from ..lowering.emit import vector_events
 
-        return vector_events(self.geom.schedule, *self.geom.args, *fields_of(plan), self.double_buffer)
+        return vector_events(self.geom.scheduled, fields_of(plan), self.double_buffer)
 
 
 def space_of(desc: OpDesc, config, double_buffer: bool = True, dtypes=None) -> VectorSpace:
@@ -203,11 +248,23 @@ def space_of(desc: OpDesc, config, double_buffer: bool = True, dtypes=None) -> V
     dts = operand_dtypes(desc, dtypes)
     default = tile_plan(desc, config, CompileOptions(double_buffer=double_buffer), dts)
     extra = fields_of(default) if isinstance(default, geom.plan_type) else (None,) * len(names)
+    fixed = {}
+    if geom.plan_type is MeanPlan:  # the chunk stays the default's (the order of the sums)
+        outer, red, inner = geom.extents
+        chunk = extra[1] if extra[1] else red
+        fixed = {1: (chunk,), 2: (inner,) if desc.kind == "mean" else None}
+        if chunk < red:
+            fixed = {0: (1,), 1: (chunk,), 2: (1,)}
     values = []
     for k in range(len(names)):
+        if fixed.get(k):
+            values.append(fixed[k])
+            continue
         ok = []
         for v in sorted({*tile_counts(geom.extents[k]), *([extra[k]] if extra[k] else [])}, reverse=True):
             fields = [1] * len(names)
+            if geom.plan_type is MeanPlan:
+                fields[1] = (fixed.get(1) or (1,))[0]
             fields[k] = v
             if not over_budget(config, needs(desc, make_plan(geom.plan_type, fields, double_buffer), config, dts)):
                 ok.append(v)
