@@ -29,6 +29,9 @@ class LayerRow:
     predicted_cycles: int  # the compiler's performance model
     roofline_cycles: float
     macs: int
+    plan_source: str = "default"  # where the tile plan came from: default, database (tuning) or override
+    default_predicted_cycles: Optional[int] = None  # the default plan's prediction, when the plan is not it
+    plan: Optional[Dict[str, Any]] = None
 
     @property
     def efficiency(self) -> float:
@@ -64,10 +67,14 @@ class ModelProfile:
             return "NPU profile: no NPU function in this module"
         lines = [f"NPU profile ({self.config}, {self.clock_mhz} MHz): {self.total_cycles} cycles = "
                  f"{self.total_cycles / self.clock_mhz:.1f} us in {len(self.counters)} NPU call(s)",
-                 f"  {'layer':28s} {'cycles':>10s} {'predicted':>10s} {'roofline':>10s} {'eff':>6s}  source"]
+                 f"  {'layer':28s} {'cycles':>10s} {'predicted':>10s} {'roofline':>10s} {'eff':>6s}  "
+                 f"{'plan (default plan predicted)':30s} source"]
         for r in self.layers:
+            plan = r.plan_source
+            if r.plan_source != "default" and r.default_predicted_cycles is not None:
+                plan = f"{r.plan_source} ({r.default_predicted_cycles})"
             lines.append(f"  {r.op:28s} {r.cycles:10d} {r.predicted_cycles:10d} {r.roofline_cycles:10.0f} "
-                         f"{r.efficiency:6.1%}  {r.source}")
+                         f"{r.efficiency:6.1%}  {plan:30s} {r.source}")
         return "\n".join(lines)
 
 
@@ -98,8 +105,11 @@ def profile(module, symbol: Optional[str] = None) -> ModelProfile:
             timed = []  # not traced: counters only
         for i, lp in enumerate(timed):
             m = meta[i] if i < len(meta) else {}
+            dflt = m.get("default_predicted_cycles")
             layers.append(LayerRow(sym, lp.op, lp.source, lp.cycles, int(m.get("predicted_cycles", 0)),
-                                   float(m.get("roofline_cycles", 0.0)), int(m.get("macs", 0))))
+                                   float(m.get("roofline_cycles", 0.0)), int(m.get("macs", 0)),
+                                   str(m.get("plan_source", "default")), None if dflt is None else int(dflt),
+                                   m.get("plan")))
     if config is None:
         raise ProfileError(f"none of the module's {len(symbols)} NPU function(s) has run yet",
                            fix="run the model first (vm['main'](...)), with enable_trace(module) before it for "

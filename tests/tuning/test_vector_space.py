@@ -46,10 +46,14 @@ def _artifacts(ex):
     return out
 
 
-def _run(ex, name):
+def _run(ex, name, trace=False):
     shape = [int(d) for d in VECTOR_MODELS[name]()["main"].params[0].ty.shape]
     x = np.random.default_rng(2).standard_normal(shape).astype("float32")
-    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    if trace:
+        tvm_npu.enable_trace(vm.module)
+    y = vm["main"](tvm.runtime.tensor(x)).numpy()
+    return (y, tvm_npu.profile(vm.module)) if trace else y
 
 
 def test_tasks_and_spaces():
@@ -139,5 +143,11 @@ def test_tuned_vector_tiles_are_reproduced_by_compilation(tmp_path):
                 assert layers[label]["plan_source"] == "database"
             changed += best != task.default
         assert cyc[0] - cyc[1] == gain, name
-        assert np.array_equal(_run(ex0, name), _run(ex1, name))
+        y1, prof = _run(ex1, name, trace=True)
+        assert np.array_equal(_run(ex0, name), y1)
+        for task, r in zip(tasks, res.tasks):  # the profile says where each plan came from, with both figures
+            (row,) = [rw for rw in prof.layers if rw.source.endswith(f": {task.labels[0]}")]
+            assert row.plan_source == "database" and row.plan == r.best_plan
+            assert row.default_predicted_cycles - row.predicted_cycles == \
+                _standalone_cycles(task, task.default) - r.best_cycles
     assert changed >= 2
