@@ -1,4 +1,5 @@
-"""`tvm_npu.tune(mod, target, trials, database)`: MetaSchedule over the MAC operators of a model.
+"""`tvm_npu.tune(mod, target, trials, database)`: MetaSchedule over the tile plans of a model's MAC
+operators and float vector operators (tasks.py).
 
 Per task (tasks.py) a TuneContext with the NPU design space (space.py: sch_rules=[], the SRAM
 postprocessor, the tile-decision mutator), evolutionary search, and `ms.tune_tasks` with the gradient
@@ -159,7 +160,7 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
          cost_model: str = "xgb", seed: int = 0, num_trials_per_iter: int = 16, population: int = 64,
          tasks: list[Task] | None = None, progress: Callable[[dict], None] | None = None,
          runner=None, measure_default: bool = True, reorder_sums: bool = False) -> TuneResult:
-    """Tunes the MAC operators of `mod` for an NPU target; records go to `database` (a directory for
+    """Tunes the tile plans of `mod`'s operators for an NPU target; records go to `database` (a directory for
     a JSONDatabase, or a MetaSchedule Database). `trials`: measured candidates the database should hold
     for the model's tasks in total (defaults included). `progress(event)` is called after every batch;
     `runner`: a MetaSchedule runner (default: the emulator in this process; see rpc.rpc_runner);

@@ -1,4 +1,5 @@
-"""`tvm-npu tune MODEL`: tune a model's MAC operators into a MetaSchedule database (docs/TUNING.md).
+"""`tvm-npu tune MODEL`: tune a model's tile plans (MAC operators, and the float vector operators whose
+tiles matter) into a MetaSchedule database (docs/TUNING.md).
 
     tvm-npu tune model.tflite --target npu-edge --trials 200 --db tuning_db [--cost-model xgb] [--json r.json]
         [--rpc-tracker HOST:PORT --rpc-key KEY]
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     mod = load(args.model, _shapes(args.shape)).mod
     tasks = extract_tasks(mod, args.target)
     if not tasks:
-        print(f"tvm-npu tune: {args.model}: no MAC operator runs on the NPU for {args.target}: nothing to tune")
+        print(f"tvm-npu tune: {args.model}: no tunable operator runs on the NPU for {args.target}: nothing to tune")
         return 0
     weights = {t.name: t.weight for t in tasks}
     bar = tqdm(total=args.trials, unit="trial", desc="tuning", file=sys.stderr, dynamic_ncols=True)
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{t.name[:44]:44s} {t.weight:3d} {t.measured:6d} {t.default_cycles:9d} {t.best_cycles:9d} "
               f"{t.speedup:5.2f}x  {t.default_plan} -> {t.best_plan}")
     gain = res.default_cycles / res.tuned_cycles if res.tuned_cycles else 0.0
-    print(f"weighted MAC cycles: default {res.default_cycles}, tuned {res.tuned_cycles} ({gain:.3f}x); "
+    print(f"weighted operator cycles: default {res.default_cycles}, tuned {res.tuned_cycles} ({gain:.3f}x); "
           f"{res.trials} trials in {args.db} ({res.new_trials} measured now)")
     if args.json:
         text = json.dumps(res.to_dict(), indent=2, sort_keys=True)
