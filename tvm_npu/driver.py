@@ -120,7 +120,7 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
     try:
         ins = _operands(low.consts, op, memory)
         out = memory.values[op.result]
-        observe(symbol, label, op.desc, [t.dtype for t in ins])  # task extraction (tuning.records.collecting), else nothing
+        observe(symbol, label, op.desc, [t.dtype for t in ins])  # task extraction (records.collecting), else nothing
         override = options.plan_override(label)
         source, note, default_cycles = ("override" if override is not None else "default"), "", None
         if override is None and tuned is not None:

@@ -13,7 +13,7 @@ from tvm import relax
 import tvm_npu
 from tvm_npu.artifact import Artifact
 from tvm_npu.config import get_config
-from tvm_npu.ir.plan import RowPlan, SoftmaxPlan
+from tvm_npu.ir.plan import SoftmaxPlan
 from tvm_npu.options import CompileOptions
 from tvm_npu.runtime_module import find_npu_modules
 from tvm_npu.tuning import measure as M

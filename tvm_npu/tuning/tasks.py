@@ -87,7 +87,8 @@ def extract_tasks(mod: tvm.IRModule, target="npu-edge", options: CompileOptions 
         if not isinstance(default, (MacPlan, RowPlan, SoftmaxPlan, MeanPlan)):
             continue  # refused by the tiling stage (the operator ran on the CPU)
         tasks[key] = Task(key, desc, config, default, [label], runs, options.double_buffer, dtypes)
-    return sorted(tasks.values(), key=lambda t: (-t.weight * macs_of(t.desc), -t.weight * math.prod(t.desc.output.shape)))
+    return sorted(tasks.values(),
+                  key=lambda t: (-t.weight * macs_of(t.desc), -t.weight * math.prod(t.desc.output.shape)))
 
 
 __all__ = ["Task", "extract_tasks"]

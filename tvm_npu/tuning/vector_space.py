@@ -72,7 +72,10 @@ class Geometry:
         """The compile path's schedule steps with the plan's fields (ints or sampled values)."""
         if self.kind in ("mean", "reduce"):
             to, rr, ti = fields
-            name, scope = ("msum", ACC) if self.kind == "mean" else (f"r{self.args[3]}", ACC if self.args[3] == "sum" else ACT)
+            if self.kind == "mean":
+                name, scope = "msum", ACC
+            else:
+                name, scope = f"r{self.args[3]}", ACC if self.args[3] == "sum" else ACT
             VS.reduction_tile(sch, name, self.args[2], to, ti, rr, scope, double_buffer)
         elif self.kind in ("binary", "activation"):
             VS.elementwise_tile(sch, self.args[2], *fields, double_buffer)
@@ -279,5 +282,5 @@ def candidate_events(mod, desc: OpDesc, dtypes=None):
     return Walker(mod["main"], geometry(desc, dtypes).valid).events()
 
 
-__all__ = ["VECTOR_KINDS", "VectorSpace", "candidate_events", "geometry", "operand_dtypes", "plan_of_schedule", "space_of",
-           "tile_counts", "tunable", "workload_func"]
+__all__ = ["VECTOR_KINDS", "VectorSpace", "candidate_events", "geometry", "illegal", "operand_dtypes",
+           "plan_of_schedule", "space_of", "tile_counts", "tunable", "workload_func"]
