@@ -3,11 +3,11 @@
 One place decides every tile: the can-run check asks it (and never lowers), the lowering obeys the
 plan it is given (and never re-decides), and the auto-tuner searches the fields of the plan types
 (tvm_npu/ir/plan.py). Each family has a default planner (MAC operators: the fitting plan the
-performance model's estimate ranks fastest, mac.py / mac_cost.py; the others: the largest tiles
-that fit) and a `needs`
-function giving the SRAM bytes of any plan of its type, checked by the one budget function
-(`ir.memory.over_budget`); a user's plan override (CompileOptions.plan_overrides) is checked the
-same way and refused with the reason.
+performance model's estimate ranks fastest, mac.py / mac_cost.py; the float vector operators: the
+candidate plan vector_cost.py's estimate ranks fastest, vector.default; the others: the largest
+tiles that fit) and a `needs` function giving the SRAM bytes of any plan of its type, checked by
+the one budget function (`ir.memory.over_budget`); a user's plan override
+(CompileOptions.plan_overrides) is checked the same way and refused with the reason.
 """
 
 from __future__ import annotations
@@ -43,18 +43,16 @@ def _wide(dtypes: Sequence[DType]) -> bool:
 PLANNERS: Dict[str, Planner] = {
     "conv2d": Planner(MacPlan, lambda d, c, db, dt: mac.default(d, c, db), lambda d, p, c, dt: mac.needs(d, p, c)),
     "matmul": Planner(MacPlan, lambda d, c, db, dt: mac.default(d, c, db), lambda d, p, c, dt: mac.needs(d, p, c)),
-    "binary": Planner(RowPlan, vector.elementwise, lambda d, p, c, dt: vector.elementwise_needs(d, p, dt)),
-    "activation": Planner(RowPlan, vector.elementwise, lambda d, p, c, dt: vector.elementwise_needs(d, p, dt)),
-    "softmax": Planner(SoftmaxPlan, lambda d, c, db, dt: vector.softmax(d, c, db, _wide(dt)),
-                       lambda d, p, c, dt: vector.softmax_needs(d, p, _wide(dt))),
-    "mean": Planner(MeanPlan, lambda d, c, db, dt: vector.mean(d, c, db), lambda d, p, c, dt: vector.mean_needs(d, p)),
-    "reduce": Planner(MeanPlan, lambda d, c, db, dt: vector.reduce(d, c, db), lambda d, p, c, dt: vector.reduce_needs(d, p)),
-    "layer_norm": Planner(SoftmaxPlan, lambda d, c, db, dt: vector.layer_norm(d, c, db),
-                          lambda d, p, c, dt: vector.layer_norm_needs(d, p)),
+    "binary": Planner(RowPlan, vector.default, lambda d, p, c, dt: vector.elementwise_needs(d, p, dt)),
+    "activation": Planner(RowPlan, vector.default, lambda d, p, c, dt: vector.elementwise_needs(d, p, dt)),
+    "softmax": Planner(SoftmaxPlan, vector.default, lambda d, p, c, dt: vector.softmax_needs(d, p, _wide(dt))),
+    "mean": Planner(MeanPlan, vector.default, lambda d, p, c, dt: vector.mean_needs(d, p)),
+    "reduce": Planner(MeanPlan, vector.default, lambda d, p, c, dt: vector.reduce_needs(d, p)),
+    "layer_norm": Planner(SoftmaxPlan, vector.default, lambda d, p, c, dt: vector.layer_norm_needs(d, p)),
     "concat": Planner(ConcatPlan, lambda d, c, db, dt: vector.concat(d, c, db),
                       lambda d, p, c, dt: vector.concat_needs(d, p)),
-    "layout": Planner(RowPlan, layout.layout, lambda d, p, c, dt: layout.layout_needs(d, p, dt)),
-    "pool": Planner(PoolPlan, lambda d, c, db, dt: vector.pool(d, c, db), lambda d, p, c, dt: vector.pool_needs(d, p)),
+    "layout": Planner(RowPlan, vector.default, lambda d, p, c, dt: layout.layout_needs(d, p, dt)),
+    "pool": Planner(PoolPlan, vector.default, lambda d, p, c, dt: vector.pool_needs(d, p)),
     "qbinary": Planner(IntTilePlan, lambda d, c, db, dt: integer.qbinary(d, c, db),
                        lambda d, p, c, dt: integer.qbinary_needs(d, p)),
     "qlut": Planner(IntTilePlan, lambda d, c, db, dt: integer.qlut(d, c, db),
@@ -68,6 +66,7 @@ PLANNERS: Dict[str, Planner] = {
 }
 
 _MAC_CACHE: Dict[tuple, MacPlan] = {}
+_VECTOR_CACHE: Dict[tuple, TilePlan] = {}  # vector.default ranks a few dozen candidates: once per signature
 
 
 def _dtypes(desc: OpDesc, dtypes: Optional[Sequence[DType]]) -> tuple:
@@ -109,6 +108,14 @@ def plan(desc: OpDesc, config: NPUConfig, options: Optional[CompileOptions] = No
             if key not in _MAC_CACHE:
                 _MAC_CACHE[key] = planner.default(desc, config, options.double_buffer, dts)
             return _MAC_CACHE[key]
+        if planner.default is vector.default:
+            key = (signature(desc), config, options.double_buffer, dts)
+            hit = _VECTOR_CACHE.get(key)
+            if hit is None:
+                if len(_VECTOR_CACHE) > 4096:
+                    _VECTOR_CACHE.clear()
+                hit = _VECTOR_CACHE[key] = planner.default(desc, config, options.double_buffer, dts)
+            return hit
         return planner.default(desc, config, options.double_buffer, dts)
     except Unsupported as e:
         return Refusal(str(e))

@@ -1,17 +1,28 @@
-"""Tile plans of the float vector-unit operators (elementwise, softmax, mean, concat, pooling): the
-largest double-buffered tiles that fit ACT (and ACC for fp32 operands)."""
+"""Tile plans of the float vector-unit operators (elementwise, layout, softmax, layer norm, mean,
+sum / max / min, concat, pooling).
+
+Per kind, the largest double-buffered tiles that fit ACT (and ACC for fp32 operands), and
+`default`: the fitting plan of least estimated cycles (vector_cost.estimate, exact against the
+lowered program) among even splits of each tiled axis, ties towards fewer tiles. One or two huge
+tiles leave a double-buffered pipeline with nothing to overlap the first load and the last store
+with; a few even tiles overlap them. `largest` is the rule before, kept as the reference (a plan
+the default is never estimated slower than). Concat keeps its largest tiles.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Dict, Sequence
 
 from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
-from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
+from ..ir.geometry import LAYOUT_AXES, layout_geom, mean_axes, pad4
 from ..ir.memory import over_budget, sram_bytes
-from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan
+from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan, TilePlan
 from ..isa import DType, Space
+from . import layout as layout_tiles
+from . import vector_cost
 
 F16, F32 = DType.FP16, DType.FP32
 RESERVE = 64  # ACT bytes kept free besides the tiles of elementwise operators
@@ -309,3 +320,109 @@ def pool(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> PoolPlan:
     plan = PoolPlan(rows, tc, double_buffer)
     _check(config, pool_needs(desc, plan), "the pooling tile")
     return plan
+
+
+# ---- the default: the estimate's argmin over even splits -----------------------------------------
+
+NEAR_TIE = 0.01  # estimates within 1% of the least count as ties, decided towards fewer tiles
+SPLITS = 8  # tile counts tried per axis: the fewest that fit and the next SPLITS - 1
+MAX_TILES = 64  # and no more tiles in all than this (or twice the fewest)
+
+
+def _wide_input(dtypes: Sequence[DType]) -> bool:
+    return bool(dtypes) and dtypes[0] == F32
+
+
+_NEEDS: dict[str, Callable] = {
+    "binary": elementwise_needs,
+    "activation": elementwise_needs,
+    "layout": layout_tiles.layout_needs,
+    "softmax": lambda d, p, dt: softmax_needs(d, p, _wide_input(dt)),
+    "layer_norm": lambda d, p, dt: layer_norm_needs(d, p),
+    "mean": lambda d, p, dt: mean_needs(d, p),
+    "reduce": lambda d, p, dt: reduce_needs(d, p),
+    "pool": lambda d, p, dt: pool_needs(d, p),
+}
+_LARGEST: dict[str, Callable] = {
+    "binary": elementwise,
+    "activation": elementwise,
+    "layout": layout_tiles.layout,
+    "softmax": lambda d, c, db, dt: softmax(d, c, db, _wide_input(dt)),
+    "layer_norm": lambda d, c, db, dt: layer_norm(d, c, db),
+    "mean": lambda d, c, db, dt: mean(d, c, db),
+    "reduce": lambda d, c, db, dt: reduce(d, c, db),
+    "pool": lambda d, c, db, dt: pool(d, c, db),
+}
+
+def largest(desc: OpDesc, config: NPUConfig, double_buffer: bool, dtypes: Sequence[DType]) -> TilePlan:
+    """The largest tiles that fit (the rule before the estimate)."""
+    return _LARGEST[desc.kind](desc, config, double_buffer, dtypes)
+
+
+def _even(total: int, cap: int, n: int = SPLITS) -> list[int]:
+    """Tile extents splitting `total` into the fewest tiles of at most `cap`, and into up to n - 1
+    more, each as even as ceil allows; largest first."""
+    k0 = -(-total // max(1, min(cap, total)))
+    return sorted({-(-total // k) for k in range(k0, min(total, k0 + n - 1) + 1)}, reverse=True)
+
+
+def _row_candidates(desc: OpDesc, plan: RowPlan) -> list[RowPlan]:
+    _, d1, d2, _ = layout_geom(desc).out_shape if desc.kind == "layout" else pad4(desc.output.shape)
+    rows = plan.t1 * plan.t2  # the most rows of a fitting tile
+    out = []
+    for t2 in _even(d2, plan.t2):
+        out += [RowPlan(t1, t2, plan.double_buffer) for t1 in _even(d1, max(1, rows // t2))]
+    return out
+
+
+def _pool_candidates(desc: OpDesc, config: NPUConfig, plan: PoolPlan) -> list[PoolPlan]:
+    _, _, c, oh, _, _, _ = pool_geometry(desc)
+    chans = {plan.channels} | {min(c, (-(-c // k) + 15) // 16 * 16) for k in range(2, 9)}
+    out = []
+    for tc in sorted((t for t in chans if t <= plan.channels), reverse=True):
+        rows = _largest(lambda r, tc=tc: not over_budget(config, pool_needs(desc, PoolPlan(r, tc, plan.double_buffer))),
+                        oh)
+        out += [PoolPlan(r, tc, plan.double_buffer) for r in _even(oh, rows)] if rows else []
+    return out
+
+
+def candidates(desc: OpDesc, config: NPUConfig, double_buffer: bool, dtypes: Sequence[DType]) -> list[TilePlan]:
+    """The plans `default` chooses from: `largest`, and even splits of the axes it tiles (rows of
+    dims 1 and 2; rows; outer rows or, when those are single, inner columns -- a mean's or a
+    reduction's chunk never changes, it decides the fp32 summation order; pooling channels in
+    multiples of 16, and output rows). Those that fit, with at most MAX_TILES tiles (or twice the
+    fewest); `largest` first."""
+    big = largest(desc, config, double_buffer, dtypes)
+    if isinstance(big, RowPlan):
+        cands = _row_candidates(desc, big)
+    elif isinstance(big, SoftmaxPlan):
+        rows = math.prod(desc.inputs[0].shape[:-1])
+        cands = [SoftmaxPlan(r, double_buffer) for r in _even(rows, big.rows, 2 * SPLITS)]
+    elif isinstance(big, MeanPlan):
+        outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+        if big.chunk < red:
+            cands = []
+        elif big.inner == inner:
+            cands = [MeanPlan(o, big.chunk, inner, double_buffer) for o in _even(outer, big.outer, 2 * SPLITS)]
+        else:
+            cands = [MeanPlan(1, big.chunk, i, double_buffer) for i in _even(inner, big.inner, 2 * SPLITS)]
+    else:
+        cands = _pool_candidates(desc, config, big)
+    needs = _NEEDS[desc.kind]
+    cap = max(MAX_TILES, 2 * vector_cost.tiles(desc, big))
+    out = [big]
+    for p in cands:
+        if p != big and vector_cost.tiles(desc, p) <= cap and not over_budget(config, needs(desc, p, dtypes)):
+            out.append(p)
+    return out
+
+
+def default(desc: OpDesc, config: NPUConfig, double_buffer: bool, dtypes: Sequence[DType],
+            near_tie: float = NEAR_TIE) -> TilePlan:
+    """The candidate of least estimated cycles (vector_cost.estimate; no lowering). Candidates
+    within `near_tie` (relative) of the least are ties, decided towards fewer tiles, then the lesser
+    estimate; never one estimated slower than `largest`."""
+    scored = [(vector_cost.estimate(desc, p, config, dtypes), p) for p in candidates(desc, config, double_buffer,
+                                                                                      dtypes)]
+    cap = min(min(e for e, _ in scored) * (1 + near_tie), scored[0][0])  # scored[0]: the largest plan
+    return min((((vector_cost.tiles(desc, p), e), p) for e, p in scored if e <= cap), key=lambda t: t[0])[1]
