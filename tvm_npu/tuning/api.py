@@ -157,7 +157,7 @@ def _measure_default(task: Task, db, builder, runner, reorder_sums: bool = False
 
 
 def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str | object = "tuning_db",
-         cost_model: str = "xgb", seed: int = 0, num_trials_per_iter: int = 16, population: int = 64,
+         cost_model: str = "xgb", seed: int = 0, num_trials_per_iter: int = 8, population: int = 64,
          tasks: list[Task] | None = None, progress: Callable[[dict], None] | None = None,
          runner=None, measure_default: bool = True, reorder_sums: bool = False) -> TuneResult:
     """Tunes the tile plans of `mod`'s operators for an NPU target; records go to `database` (a directory for

@@ -26,7 +26,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--db", default="tuning_db", help="the database directory (JSONDatabase; created if missing)")
     p.add_argument("--cost-model", default="xgb", choices=("xgb", "random", "mlp"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trials-per-iter", type=int, default=16, help="candidates measured per search round")
+    p.add_argument("--trials-per-iter", type=int, default=8, help="candidates measured per search round (default 8)")
     p.add_argument("--reorder-float-sums", action="store_true",
                    help="let tuning change the K chunking of multi-tap float convolutions, which reorders their "
                         "fp32 sums: outputs then differ within rounding (by default they stay byte-identical)")

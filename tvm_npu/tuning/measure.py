@@ -72,11 +72,13 @@ class FitsSram(PyPostproc):
 
 @derived_object
 class MutateTileDecision(PyMutator):
-    """Changes one `sample_categorical` decision (a tile size) to another candidate."""
+    """Changes one `sample_categorical` decision (a tile size) to another candidate: with probability
+    `p_local` to a neighbour (index +-1 or +-2 in the candidate list, which space.py sorts largest
+    first), otherwise to any other candidate."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, p_local: float = 0.8, radius: int = 2):
         super().__init__()
-        self.seed = seed
+        self.seed, self.p_local, self.radius = seed, p_local, radius
         self.rng = random.Random(seed)
 
     def _initialize_with_tune_context(self, context) -> None:
@@ -87,12 +89,16 @@ class MutateTileDecision(PyMutator):
         if not insts:
             return None
         inst = self.rng.choice(insts)
+        n = len(inst.attrs[0])
         old = int(trace.decisions[inst])
-        new = self.rng.randrange(len(inst.attrs[0]) - 1)
+        if self.rng.random() < self.p_local:
+            steps = [d for d in range(-self.radius, self.radius + 1) if d and 0 <= old + d < n]
+            return trace.with_decision(inst, old + self.rng.choice(steps), True)
+        new = self.rng.randrange(n - 1)
         return trace.with_decision(inst, new + (new >= old), True)
 
     def clone(self):
-        return MutateTileDecision(self.rng.randrange(1 << 30))
+        return MutateTileDecision(self.rng.randrange(1 << 30), self.p_local, self.radius)
 
 
 def lower_standalone(desc: OpDesc, config: NPUConfig, plan: TilePlan, dtypes=None) -> tuple[bytes, int, int]:

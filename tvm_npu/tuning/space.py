@@ -106,6 +106,14 @@ def _uniform(n: int) -> list[float]:
     return [1.0 / n] * n
 
 
+TILE_PRIOR = 0.7  # rows and cols candidates (largest first) are sampled with weights TILE_PRIOR ** index
+
+
+def _larger_first(n: int) -> list[float]:
+    w = [TILE_PRIOR ** i for i in range(n)]
+    return [x / sum(w) for x in w]
+
+
 def apply_plan(sch: s_tir.Schedule, kernel: Kernel, structure: Structure, rows, cols, depth,
                double_buffer: bool = True) -> None:
     """tir_schedules.default's steps 1-5 (default.tile_loops) on the unpadded kernel; `rows`, `cols`,
@@ -128,7 +136,8 @@ def sample_plan(sch: s_tir.Schedule, kernel: Kernel, space: Space, structure: St
             values.append(cands[0])
             continue
         pick = None if plan is None else cands.index(getattr(plan, name))
-        values.append(sch.sample_categorical(list(cands), _uniform(len(cands)), decision=pick))
+        probs = _uniform(len(cands)) if name == "depth" else _larger_first(len(cands))
+        values.append(sch.sample_categorical(list(cands), probs, decision=pick))
     apply_plan(sch, kernel, structure, *values, double_buffer=double_buffer)
 
 
