@@ -208,3 +208,43 @@ def test_float_conv_space_keeps_the_order_of_its_sums():
     y1 = _run("conv", chunked, x)
     assert not np.array_equal(y1, y0)  # the restriction matters: the same maths, other roundings
     assert np.abs(y1.astype(np.float64) - y0).max() <= 2e-3 * np.abs(y0).max()
+
+
+def test_the_runner_updates_the_cost_model_as_each_batch_is_measured():
+    """measure.EagerUpdate: the runner hands each measured batch to the cost model at once (with the
+    task's context), so an XGBoost model is trained before the scheduler's first round ends; plans
+    measured before the search (no context yet) are not fed."""
+    from tvm.s_tir import meta_schedule as ms
+
+    task = _task("matmul")
+    kernel, mod = R.workload(task.desc, task.config)
+    space = SP.space_of(task.desc, task.config)
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def update(self, context, candidates, results):
+            self.calls.append((context, [R.plan_of_schedule(c.sch) for c in candidates],
+                               [float(r.run_secs[0]) for r in results]))
+
+    rec = Recorder()
+    eager = M.EagerUpdate(rec)
+    measurements = M.Measurements()
+    builder = M.NPUBuilder({task.key: task}, measurements, eager)
+    runner = M.EmulatorRunner(task.config.clock_mhz * 1e6, measurements, eager)
+    target = tvm.target.Target({"kind": "llvm", "keys": ["npu", "cpu"], "model": "npu-edge"})
+
+    def measure(plans):
+        built = builder.build([ms.builder.BuilderInput(SP.schedule_of_plan(mod, kernel, space, p).mod, target)
+                               for p in plans])
+        return [r.result() for r in runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", []) for b in built])]
+
+    measure([task.default])
+    assert rec.calls == []  # no context: the default plan, measured before the search
+    eager.contexts = {task.key: "ctx"}
+    plans = [MacPlan(32, 16, 32), MacPlan(16, 40, 16, order=INPUTS_RESIDENT)]
+    res = measure(plans)
+    ((ctx, seen, secs),) = rec.calls
+    assert ctx == "ctx" and seen == plans and secs == [float(r.run_secs[0]) for r in res]
+    assert secs[0] != secs[1] and eager.built == {}

@@ -168,7 +168,7 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
     `reorder_sums=True` lets the search change the K chunking of multi-tap float convolutions, which
     reorders their fp32 sums (outputs then differ within rounding; by default they stay byte-identical)."""
     ms = _ms()
-    from .measure import EmulatorRunner, Measurements, NPUBuilder
+    from .measure import EagerUpdate, EmulatorRunner, Measurements, NPUBuilder
 
     tasks = tasks if tasks is not None else extract_tasks(mod, target)
     db = open_database(database)
@@ -183,8 +183,11 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
             if plan is not None and rec.run_secs:
                 measurements.add(t.key, plan, round(min(float(s) for s in rec.run_secs) * config.clock_mhz * 1e6))
     by_key = {t.key: t for t in tasks}
-    builder = NPUBuilder(by_key, measurements)
-    runner = runner if runner is not None else EmulatorRunner(config.clock_mhz * 1e6, measurements)
+    model = cost_model_of(cost_model, seed)
+    # measuring in this process: the cost model learns from each batch at once (measure.EagerUpdate)
+    eager = EagerUpdate(model) if runner is None else None
+    builder = NPUBuilder(by_key, measurements, eager)
+    runner = runner if runner is not None else EmulatorRunner(config.clock_mhz * 1e6, measurements, eager)
     for t in tasks if measure_default else ():
         _measure_default(t, db, builder, runner, reorder_sums)
     held = sum(len(_records(db, workload(t.desc, t.config, t.double_buffer, t.dtypes)[1])) for t in tasks)
@@ -192,13 +195,16 @@ def tune(mod: tvm.IRModule, target="npu-edge", trials: int = 64, database: str |
     if remaining > 0:
         contexts = [_context(t, seed + i, population, reorder_sums) for i, t in enumerate(tasks)]
         callbacks = ms.measure_callback.MeasureCallback.create("default")
+        if eager is not None:  # the cost model is updated by the runner, not again when a task is joined
+            eager.contexts = {t.key: c for t, c in zip(tasks, contexts)}
+            callbacks = [ms.measure_callback.AddToDatabase(), ms.measure_callback.RemoveBuildArtifact()]
         if progress is not None:
             callbacks = list(callbacks) + [_progress_callback(progress, tasks, config)]
         ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in tasks],
                       work_dir=str(getattr(db, "path_workload", "") and os.path.dirname(db.path_workload)) or ".",
                       max_trials_global=remaining, max_trials_per_task=remaining,
                       num_trials_per_iter=min(num_trials_per_iter, remaining), builder=builder, runner=runner, database=db,
-                      cost_model=cost_model_of(cost_model, seed), measure_callbacks=callbacks,
+                      cost_model=model, measure_callbacks=callbacks,
                       task_scheduler="gradient")
     result = summarize(tasks, db, cost_model, len(measurements.emulated), str(database), reorder_sums)
     result.emulated = list(measurements.emulated)

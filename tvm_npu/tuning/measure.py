@@ -162,16 +162,52 @@ def _workload_key(mod) -> str:
     return str(mod["main"].attrs[WORKLOAD_KEY])
 
 
+class EagerUpdate:
+    """Updates the cost model as soon as a batch is measured. MetaSchedule updates it when it joins a
+    task's measurements, i.e. when the task is scheduled again: in the gradient scheduler's first
+    round over the tasks, an XGBoost model has then seen nothing and ranks candidates at random (the
+    same draws as RandomModel). Measuring in this process, the runner knows the results at once;
+    `contexts` (workload key -> TuneContext) is set once the contexts exist."""
+
+    def __init__(self, cost_model):
+        self.cost_model = cost_model
+        self.contexts: dict[str, object] = {}
+        self.built: dict[str, object] = {}  # artifact path -> the candidate's scheduled module
+
+    def measured(self, pairs) -> None:
+        """pairs: (artifact path, run_secs or None) of one runner batch."""
+        from tvm.s_tir import meta_schedule as ms
+
+        by_key: dict[str, tuple[list, list]] = {}
+        for path, secs in pairs:
+            mod = self.built.pop(path, None)
+            if mod is None or secs is None:
+                continue
+            ctx = self.contexts.get(_workload_key(mod))
+            if ctx is None:
+                continue  # a default plan measured before the search
+            cands, results = by_key.setdefault(_workload_key(mod), ([], []))
+            cands.append(ms.MeasureCandidate(s_tir.Schedule(mod), ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+            results.append(RunnerResult(secs, None))
+        for key, (cands, results) in by_key.items():
+            self.cost_model.update(self.contexts[key], cands, results)
+
+
 @derived_object
 class NPUBuilder(PyBuilder):
     """Candidate schedule -> NPU program (or the cached measurement of its plan)."""
 
-    def __init__(self, tasks: dict[str, object], measurements: Measurements):
+    def __init__(self, tasks: dict[str, object], measurements: Measurements, eager: EagerUpdate | None = None):
         super().__init__()
-        self.tasks, self.measurements = tasks, measurements
+        self.tasks, self.measurements, self.eager = tasks, measurements, eager
 
     def build(self, build_inputs) -> list[BuilderResult]:
-        return [self._build(bi.mod) for bi in build_inputs]
+        out = [self._build(bi.mod) for bi in build_inputs]
+        if self.eager is not None:
+            for bi, res in zip(build_inputs, out):
+                if res.artifact_path is not None:
+                    self.eager.built[str(res.artifact_path)] = bi.mod
+        return out
 
     def _build(self, mod) -> BuilderResult:
         try:
@@ -236,22 +272,26 @@ def measure_artifact(path: str, measurements: Measurements | None = None) -> tup
 class EmulatorRunner(PyRunner):
     """Builder artifact -> emulator cycles / clock, as run_secs."""
 
-    def __init__(self, clock_hz: float, measurements: Measurements):
+    def __init__(self, clock_hz: float, measurements: Measurements, eager: EagerUpdate | None = None):
         super().__init__()
-        self.clock_hz, self.measurements = clock_hz, measurements
+        self.clock_hz, self.measurements, self.eager = clock_hz, measurements, eager
 
     def run(self, runner_inputs) -> list:
-        out = []
+        out, pairs = [], []
         for ri in runner_inputs:
             try:
                 cycles, _ = measure_artifact(str(ri.artifact_path), self.measurements)
                 out.append(_Done(RunnerResult([cycles / self.clock_hz], None)))
+                pairs.append((str(ri.artifact_path), [cycles / self.clock_hz]))
             except Exception as e:  # noqa: BLE001 - a failed run is this candidate's error
                 out.append(_Done(RunnerResult(None, f"{type(e).__name__}: {e}")))
+        if self.eager is not None:
+            self.eager.measured(pairs)
         return out
 
 
 __all__ = [
+    "EagerUpdate",
     "EmulatorRunner",
     "FitsSram",
     "Measurements",
