@@ -190,3 +190,14 @@ def layout_geom(desc: OpDesc) -> LayoutGeom:
     else:
         raise Unsupported(f"layout operator {a['op']}")
     return LayoutGeom(pad4(xs), pad4(os_), tuple(src), (0, 0, 0, 0))
+
+
+def pool_geometry(desc: OpDesc):
+    """(h, w, c, oh, ow, kh, sh) of a pooling operator in its layout."""
+    at = desc.attrs
+    if at.get("layout") not in LAYOUT_AXES:
+        raise Unsupported(f"pooling layout {at.get('layout')} (NCHW or NHWC)")
+    ax = LAYOUT_AXES[at["layout"]]
+    xs, os_ = desc.inputs[0].shape, desc.output.shape
+    _, h, w, c = (xs[a] for a in ax)
+    return h, w, c, os_[ax[1]], os_[ax[2]], at["pool_size"][0], at["strides"][0]

@@ -10,13 +10,13 @@ import numpy as np
 
 from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
-from ..ir.geometry import mean_axes, pad4
+from ..ir.geometry import mean_axes, pad4, pool_geometry
 from ..ir.memory import sram_bytes
 from ..ir.plan import ConcatPlan, IntTilePlan, MeanPlan, PoolPlan
 from ..ir.quant import quant_record
 from ..isa import DType, Space
 from ..isa.spec import SRAM_ALIGN, row_stride
-from .vector import pool_geometry, pool_tile_bytes
+from .vector import pool_tile_bytes
 
 I8, I32 = DType.INT8, DType.INT32
 MAX_DIM = 65535  # SRAM tensor dims are u16

@@ -17,7 +17,7 @@ from typing import Dict, Sequence
 
 from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
-from ..ir.geometry import LAYOUT_AXES, layout_geom, mean_axes, pad4
+from ..ir.geometry import layout_geom, mean_axes, pad4, pool_geometry
 from ..ir.memory import over_budget, sram_bytes
 from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan, TilePlan
 from ..isa import DType, Space
@@ -279,17 +279,6 @@ def concat(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> ConcatPlan:
 
 
 # ---- pooling ------------------------------------------------------------------------------------
-
-def pool_geometry(desc: OpDesc):
-    """(h, w, c, oh, ow, kh, sh) of a pooling operator in its layout."""
-    at = desc.attrs
-    if at.get("layout") not in LAYOUT_AXES:
-        raise Unsupported(f"pooling layout {at.get('layout')} (NCHW or NHWC)")
-    ax = LAYOUT_AXES[at["layout"]]
-    xs, os_ = desc.inputs[0].shape, desc.output.shape
-    _, h, w, c = (xs[a] for a in ax)
-    return h, w, c, os_[ax[1]], os_[ax[2]], at["pool_size"][0], at["strides"][0]
-
 
 def pool_tile_bytes(desc: OpDesc, rows: int, channels: int, dtype: DType) -> int:
     """One input tile (the rows its windows read) and one output tile."""

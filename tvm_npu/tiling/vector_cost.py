@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
-from ..ir.geometry import layout_geom, mean_axes, pad4
+from ..ir.geometry import layout_geom, mean_axes, pad4, pool_geometry
 from ..ir.memory import storage_dtype
 from ..ir.plan import MeanPlan, PoolPlan, RowPlan, SoftmaxPlan, TilePlan
 from ..isa import DType
@@ -206,7 +206,6 @@ def _reduce(desc: OpDesc, plan: MeanPlan, cfg: NPUConfig, dtypes: Sequence[DType
 # ---- pooling: PoolPlan ------------------------------------------------------------------------------
 
 def _pool(desc: OpDesc, plan: PoolPlan, cfg: NPUConfig, dtypes: Sequence[DType]) -> tuple:
-    from .vector import pool_geometry  # vector imports this module
 
     h, w, c, oh, ow, kh, sh = pool_geometry(desc)
     kw = desc.attrs["pool_size"][1]
@@ -265,7 +264,6 @@ def tiles(desc: OpDesc, plan: TilePlan) -> int:
         outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
         return -(-outer // plan.outer) * -(-inner // plan.inner) * -(-red // plan.chunk)
     if isinstance(plan, PoolPlan):
-        from .vector import pool_geometry
 
         _, _, c, oh, _, _, _ = pool_geometry(desc)
         return desc.inputs[0].shape[0] * -(-c // plan.channels) * -(-oh // plan.rows)
