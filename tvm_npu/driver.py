@@ -47,7 +47,7 @@ from .relay_ext import patterns as pt
 from .relay_ext.functions import describe_function
 from .relay_ext.should_run import decide
 from .report import REPORT_META_KEY, OperatorPlacement, OpRecord, PartitionReport, remember
-from .tiling import mac_cost
+from .tiling import mac_cost, vector_cost
 from .tiling import plan as tile_plan
 from .tuning.records import TunedPlans, current_database, database_identity, observe, tuned_plans
 from .version import __version__
@@ -126,7 +126,7 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
         if override is None and tuned is not None:
             override, note = _database_plan(tuned, op.desc, ins, config, options)
             if override is not None:  # the default's predicted cycles, for the report
-                source, default_cycles = "database", _default_cycles(op, memory, out, ins, config, options, low)
+                source, default_cycles = "database", _default_cycles(op.desc, ins, config, options)
         plan = plan_and_lower(low, op.desc, ins, out, options, override)  # plan tiles ->
         #                                                                    schedule -> walk -> lower
     except Unsupported as e:
@@ -137,22 +137,17 @@ def _lower_operator(low: Lowerer, fd: FunctionDesc, index: int, memory: MemoryPl
                     op.desc.integer, source, {"database": default_cycles, "default": low.estimates[-1]}.get(source), note)
 
 
-def _default_cycles(op: FunctionOp, memory: MemoryPlan, out: DramTensor, ins: List[DramTensor], config: NPUConfig,
-                    options: CompileOptions, low: Lowerer) -> Optional[int]:
-    """The default plan's predicted cycles, None if it has none. A MAC plan's comes from the tiling
-    stage's analytic estimate (tiling/mac_cost.py, exactly the performance model's cycles of the lowered
-    plan); a vector plan's from lowering the default into a scratch program."""
-    default = tile_plan(op.desc, config, options, [t.dtype for t in ins])
+def _default_cycles(desc, ins: List[DramTensor], config: NPUConfig, options: CompileOptions) -> Optional[int]:
+    """The default plan's predicted cycles, None if it has none: the tiling stage's analytic estimate
+    (tiling/mac_cost.py, tiling/vector_cost.py: exactly the performance model's cycles of the lowered
+    plan), so the operator is not lowered a second time."""
+    dtypes = [t.dtype for t in ins]
+    default = tile_plan(desc, config, options, dtypes)
     if isinstance(default, Refusal):
         return None
     if isinstance(default, MacPlan):
-        return mac_cost.estimate(op.desc, default, config)
-    scratch = Lowerer(config, ConstPool(), low.double_buffer)
-    try:
-        plan_and_lower(scratch, op.desc, _operands(scratch.consts, op, memory), out, options, default)
-    except Unsupported:
-        return None
-    return scratch.estimates[-1]
+        return mac_cost.estimate(desc, default, config)
+    return vector_cost.estimate(desc, default, config, dtypes)
 
 
 def _database_plan(tuned: TunedPlans, desc, ins: List[DramTensor], config: NPUConfig,
