@@ -17,9 +17,8 @@ from tvm_npu import tiling
 from tvm_npu.ir import Activation, OpDesc, TensorDesc
 from tvm_npu.ir.memory import over_budget, storage_dtype
 from tvm_npu.ir.plan import MeanPlan
-from tvm_npu.isa import DType, Region
-from tvm_npu.lowering import Lowerer, plan_and_lower
-from tvm_npu.lowering.memory import ConstPool, DramTensor
+from tvm_npu.isa import DType
+from tvm_npu.lowering import lower_alone
 from tvm_npu.tiling import vector, vector_cost
 
 RNG = np.random.default_rng(5)
@@ -93,18 +92,7 @@ def _dtypes(desc):
 
 def _lower(desc, plan, dtypes=None, config=EDGE):
     """(performance model cycles, lowerer, input DRAM tensors, output DRAM tensor) of `desc` lowered alone."""
-    low = Lowerer(config, ConstPool(), plan.double_buffer)
-    offset, ins = 0, []
-    for t, dt in zip(desc.inputs, dtypes or _dtypes(desc)):
-        if t.is_const:
-            ins.append(low.consts.tensor(t.const, dt))
-        else:
-            ins.append(DramTensor(Region.IO, offset, tuple(t.shape), dt))
-            offset += (ins[-1].nbytes + 15) // 16 * 16
-    out = DramTensor(Region.IO, offset, tuple(desc.output.shape), storage_dtype(desc, desc.output))
-    used = plan_and_lower(low, desc, ins, out, override=plan)
-    assert used == plan
-    low.program.emit("end")
+    low, ins, out = lower_alone(desc, config, plan, dtypes)
     return low.estimates[-1], low, ins, out
 
 

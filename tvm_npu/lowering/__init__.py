@@ -4,21 +4,29 @@ tiling stage made, and emits the operator's double-buffered instructions; it nev
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
-
-from typing import Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import tiling
+from ..config import NPUConfig
 from ..ir.desc import OpDesc, Unsupported
+from ..ir.memory import storage_dtype
 from ..ir.plan import Refusal, TilePlan
+from ..isa import DType, Region
 from ..options import CompileOptions
 from .emit import Lowerer
 from .integer import lower_qbinary, lower_qconcat, lower_qlut, lower_qmean, lower_qpool
 from .layout import lower_layout
 from .mac import lower_mac
-from .memory import DramTensor
-from .vector import (lower_concat, lower_elementwise, lower_layer_norm, lower_mean, lower_pool, lower_reduce,
-                     lower_softmax)
+from .memory import ConstPool, DramTensor
+from .vector import (
+    lower_concat,
+    lower_elementwise,
+    lower_layer_norm,
+    lower_mean,
+    lower_pool,
+    lower_reduce,
+    lower_softmax,
+)
 
 Lowering = Callable[[Lowerer, OpDesc, List[DramTensor], DramTensor, TilePlan], None]
 
@@ -62,4 +70,24 @@ def plan_and_lower(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramT
     return plan
 
 
-__all__ = ["LOWERINGS", "Lowerer", "lower_op", "plan_and_lower"]
+def lower_alone(desc: OpDesc, config: NPUConfig, plan: TilePlan,
+                dtypes: Optional[Sequence[DType]] = None) -> Tuple[Lowerer, List[DramTensor], DramTensor]:
+    """The operator alone, lowered with `plan` into a program of its own that ends: its inputs then
+    its output in IO (16-byte aligned), its constants in CONST, its operands stored as `dtypes`
+    (default: as the memory plan stores them inside a function). For measuring a plan (the tuner's
+    builder) and checking the estimates against the lowered steps."""
+    low = Lowerer(config, ConstPool(), plan.double_buffer)
+    offset, ins = 0, []
+    for t, dt in zip(desc.inputs, dtypes or [storage_dtype(desc, t) for t in desc.inputs]):
+        if t.is_const:
+            ins.append(low.consts.tensor(t.const, dt))
+        else:
+            ins.append(DramTensor(Region.IO, offset, tuple(t.shape), dt))
+            offset += (ins[-1].nbytes + 15) // 16 * 16
+    out = DramTensor(Region.IO, offset, tuple(desc.output.shape), storage_dtype(desc, desc.output))
+    plan_and_lower(low, desc, ins, out, CompileOptions(double_buffer=plan.double_buffer), override=plan)
+    low.program.emit("end")
+    return low, ins, out
+
+
+__all__ = ["LOWERINGS", "Lowerer", "lower_alone", "lower_op", "plan_and_lower"]

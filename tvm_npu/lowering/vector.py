@@ -13,7 +13,7 @@ from ..ir.desc import OpDesc, Unsupported
 from ..ir.geometry import LAYOUT_AXES, mean_axes, pad4
 from ..ir.plan import ConcatPlan, MeanPlan, PoolPlan, RowPlan, SoftmaxPlan
 from ..isa import Func, Instr, PoolMode, ReduceMode, Space
-from ..tiling.vector import reduce_shapes
+from ..tiling.vector import reduce_shapes, reduction_illegal
 from ..tir_schedules.vector import (concat_schedule, elementwise_schedule, layer_norm_schedule, mean_schedule,
                                     operand_param, pool_schedule, reduce_schedule, softmax_schedule, store_param)
 from .emit import F16, F32, Lowerer, at, binop, load, vector_events
@@ -163,9 +163,9 @@ def lower_reduce(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTen
     op = desc.attrs["op"]
     outer, red, inner = mean_axes(x.shape, desc.attrs["axis"])
     to, rr, ti = plan.outer, plan.chunk, plan.inner
-    if not (1 <= rr <= red and 1 <= ti <= inner and 1 <= to <= outer) or (ti < inner or rr < red) and to != 1 \
-            or rr < red and ti != 1:
-        raise Unsupported(f"a {op} plan {plan.to_dict()} for {outer} x {red} x {inner}")
+    why = reduction_illegal(desc, plan)
+    if why:
+        raise Unsupported(why)
     chunked = rr < red
     events = vector_events(reduce_schedule, outer, red, inner, to, ti, op, low.double_buffer, rr)
     view = (outer, red, inner) if inner > 1 else (outer, red)
@@ -360,8 +360,9 @@ def lower_mean(low: Lowerer, desc: OpDesc, ins: List[DramTensor], out: DramTenso
     x = ins[0]
     shape = x.shape
     outer, red, inner = mean_axes(shape, desc.attrs["axis"])
-    if (plan.chunk, plan.inner) != (red, inner):
-        raise Unsupported(f"a float mean reduces whole rows: plan {plan.to_dict()} for {red} x {inner}")
+    why = reduction_illegal(desc, plan)
+    if why:
+        raise Unsupported(why)
     to = plan.outer
     events = vector_events(mean_schedule, outer, red, inner, to, inner, red, "float16", low.double_buffer)
     view = (outer, red, inner) if inner > 1 else (outer, red)

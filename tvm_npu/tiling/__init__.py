@@ -82,7 +82,8 @@ def _check_override(desc: OpDesc, plan: TilePlan, config: NPUConfig, dtypes: tup
     planner = PLANNERS[desc.kind]
     if not isinstance(plan, planner.plan_type):
         return f"a {type(plan).__name__} for a {desc.kind} operator (it takes a {planner.plan_type.__name__})"
-    why = mac.illegal(desc, plan) if isinstance(plan, MacPlan) else None
+    why = (mac.illegal(desc, plan) if isinstance(plan, MacPlan) else
+           vector.reduction_illegal(desc, plan) if isinstance(plan, MeanPlan) else None)
     if why:
         return f"{plan.to_dict()} is not a legal tiling of this {desc.kind}: {why}"
     why = over_budget(config, planner.needs(desc, plan, config, dtypes))

@@ -311,6 +311,23 @@ def pool(desc: OpDesc, config: NPUConfig, double_buffer: bool) -> PoolPlan:
     return plan
 
 
+def reduction_illegal(desc: OpDesc, plan: MeanPlan) -> str | None:
+    """Why a float mean's or reduction's plan is not one the lowering takes (a float mean reduces
+    whole rows; a partial row or a chunked reduction tiles one outer row at a time, a chunked
+    reduction one inner column), None if it is (and for other kinds)."""
+    if desc.kind not in ("mean", "reduce"):
+        return None
+    outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
+    to, rr, ti = plan.outer, plan.chunk, plan.inner
+    if not (1 <= rr <= red and 1 <= ti <= inner and 1 <= to <= outer):
+        return f"a {desc.kind} plan {plan.to_dict()} is outside {outer} x {red} x {inner}"
+    if desc.kind == "mean" and (rr, ti) != (red, inner):
+        return f"a float mean reduces whole rows: plan {plan.to_dict()} for {red} x {inner}"
+    if (ti < inner or rr < red) and to != 1 or rr < red and ti != 1:
+        return f"a {desc.kind} plan {plan.to_dict()}: a partial row or a chunked reduction takes one outer row per tile"
+    return None
+
+
 # ---- the default: the estimate's argmin over even splits -----------------------------------------
 
 NEAR_TIE = 0.01  # estimates within 1% of the least count as ties, decided towards fewer tiles

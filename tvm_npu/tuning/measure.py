@@ -27,34 +27,31 @@ from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResul
 
 from ..config import NPUConfig
 from ..ir.desc import OpDesc
-from ..ir.memory import over_budget, storage_dtype
-from ..ir.plan import MacPlan, TilePlan, plan_from_dict, plan_to_dict
-from ..isa import Region
-from ..lowering import Lowerer, plan_and_lower
+from ..ir.plan import MacPlan, Refusal, TilePlan, plan_from_dict, plan_to_dict
+from ..lowering import lower_alone
 from ..lowering.mac import tir_events
-from ..lowering.memory import ConstPool, DramTensor
 from ..options import CompileOptions
-from ..tiling import mac as mac_tiling
-from ..tiling import needs
+from ..tiling import plan as tile_plan
 from ..tir_schedules.walker import Walker
-from .records import WORKLOAD_KEY, plan_of_schedule, unpadded_kernel
 from . import vector_space
+from .records import WORKLOAD_KEY, plan_of_schedule, unpadded_kernel
 from .space import tensorize
 
 ARTIFACT = "npu_candidate.json"
 
 
 def fits(desc: OpDesc, plan: TilePlan | None, config: NPUConfig, dtypes=None) -> str | None:
-    """Why `plan` cannot tile `desc` on `config` with its operands stored as `dtypes` (None: it can)."""
+    """Why `plan` cannot tile `desc` on `config` with its operands stored as `dtypes` (None: it can):
+    the tiling stage's check of a plan override, as the compile path makes it of a database record."""
     if plan is None:
         return "not a schedule of the NPU design space (no plan annotations)"
-    why = mac_tiling.illegal(desc, plan) if isinstance(plan, MacPlan) else vector_space.illegal(desc, plan)
-    return why or over_budget(config, needs(desc, plan, config, dtypes or None))
+    checked = tile_plan(desc, config, CompileOptions(double_buffer=plan.double_buffer), dtypes or None, override=plan)
+    return checked.reason if isinstance(checked, Refusal) else None
 
 
 @derived_object
 class FitsSram(PyPostproc):
-    """Rejects candidates whose tiles do not fit the SRAMs (tiling.needs + ir.memory.over_budget)."""
+    """Rejects candidates the tiling stage refuses as an override (illegal, or over the SRAM budget)."""
 
     def __init__(self, desc: OpDesc, config: NPUConfig, dtypes=None):
         super().__init__()
@@ -105,19 +102,8 @@ def lower_standalone(desc: OpDesc, config: NPUConfig, plan: TilePlan, dtypes=Non
     """(program, const bytes, io bytes) of the operator alone with `plan`, through the compile path's
     lowering: inputs then output in IO, weights in CONST, in the memory plan's storage dtypes (or
     `dtypes`, the operands' DRAM dtypes in the compiled model)."""
-    low = Lowerer(config, ConstPool(), plan.double_buffer)
-    offset, ins = 0, []
-    for k, t in enumerate(desc.inputs):
-        dt = dtypes[k] if dtypes else storage_dtype(desc, t)
-        if t.is_const:
-            ins.append(low.consts.tensor(t.const, dt))
-        else:
-            ins.append(DramTensor(Region.IO, offset, tuple(t.shape), dt))
-            offset += (ins[-1].nbytes + 15) // 16 * 16
-    out = DramTensor(Region.IO, offset, tuple(desc.output.shape), storage_dtype(desc, desc.output))
-    plan_and_lower(low, desc, ins, out, CompileOptions(double_buffer=plan.double_buffer), override=plan)
-    low.program.emit("end")
-    return low.program.encode(), len(low.consts.data), offset + out.nbytes
+    low, _, out = lower_alone(desc, config, plan, dtypes)
+    return low.program.encode(), len(low.consts.data), out.offset + out.nbytes
 
 
 def candidate_events(mod, desc: OpDesc, plan: MacPlan):
@@ -138,8 +124,8 @@ def build_candidate(mod, desc: OpDesc, config: NPUConfig, dtypes=None) -> tuple[
     if isinstance(plan, MacPlan):
         same = candidate_events(mod, desc, plan) == tir_events(desc, plan, plan.double_buffer)[1]
     else:
-        space = vector_space.VectorSpace(vector_space.geometry(desc, dtypes), (), plan.double_buffer)
-        same = vector_space.candidate_events(mod, desc, dtypes) == space.events(plan)
+        geom = vector_space.geometry(desc, dtypes)
+        same = geom.candidate_events(mod) == geom.events(plan)
     if not same:
         raise ValueError(f"the candidate's TIR for {plan.to_dict()} differs from the compile path's schedule")
     return (plan, *lower_standalone(desc, config, plan, dtypes))

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import tvm
 from tvm import s_tir
 
 from ..ir.desc import OpDesc
 from ..ir.geometry import layout_geom, mean_axes, pad4
-from ..ir.memory import dtype_name, storage_dtype
-from ..ir.memory import ACC, ACT
+from ..ir.memory import ACC, ACT, dtype_name, storage_dtype
 from ..ir.plan import MeanPlan, RowPlan, SoftmaxPlan
 from ..isa import DType
 from ..tir_schedules import layout as LS
@@ -45,57 +45,30 @@ def _key_dtype(d: DType) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
-    """What a vector operator's schedule is built from: the builder (tir_schedules) and its arguments
-    before the plan's fields, the plan type, and per field the axis extent it tiles."""
+    """A vector operator's schedule as the tuner needs it: its unscheduled PrimFunc, the compile
+    path's schedule steps with the plan's fields (ints or sampled values), the compile path's
+    memoised scheduled function for a plan (called as the lowering calls it), the plan type and per
+    field the axis extent it tiles."""
 
     kind: str
-    schedule: object  # the compile path's memoised builder: schedule(*args, *fields, double_buffer)
-    args: tuple
+    workload: Callable[[], object]  # () -> PrimFunc
+    tile: Callable[..., None]  # (sch, fields, double_buffer)
+    scheduled: Callable[..., tuple]  # (fields, double_buffer) -> (schedule, valid extents)
     plan_type: type
-    extents: tuple  # per plan field (RowPlan: t1, t2; SoftmaxPlan: rows)
+    extents: tuple  # per plan field
     valid: dict
 
-    def workload_func(self) -> tvm.tirx.PrimFunc:
-        if self.kind == "mean":
-            return VS.mean_workload(*self.args, "float16")
-        if self.kind == "reduce":
-            return VS.reduce_workload(*self.args)
-        if self.kind in ("binary", "activation"):
-            return VS.elementwise_workload(*self.args)
-        if self.kind == "layout":
-            return LS.layout_workload(*self.args)
-        if self.kind == "softmax":
-            return VS.softmax_workload(*self.args)
-        return VS.layer_norm_workload(*self.args)
+    def events(self, plan):
+        """The compile path's walked events for `plan` (what a candidate's TIR must give)."""
+        from ..lowering.emit import vector_events
 
-    def tile(self, sch: s_tir.Schedule, fields, double_buffer: bool) -> None:
-        """The compile path's schedule steps with the plan's fields (ints or sampled values)."""
-        if self.kind in ("mean", "reduce"):
-            to, rr, ti = fields
-            if self.kind == "mean":
-                name, scope = "msum", ACC
-            else:
-                name, scope = f"r{self.args[3]}", ACC if self.args[3] == "sum" else ACT
-            VS.reduction_tile(sch, name, self.args[2], to, ti, rr, scope, double_buffer)
-        elif self.kind in ("binary", "activation"):
-            VS.elementwise_tile(sch, self.args[2], *fields, double_buffer)
-        elif self.kind == "layout":
-            LS.layout_tile(sch, self.args[4], *fields, double_buffer)
-        elif self.kind == "softmax":
-            VS.softmax_tile(sch, self.args[2], *fields, double_buffer)
-        else:
-            VS.layer_norm_tile(sch, *fields, double_buffer)
+        return vector_events(self.scheduled, fields_of(plan), plan.double_buffer)
 
-    def scheduled(self, fields: tuple, double_buffer: bool):
-        """The compile path's memoised (schedule, valid extents) for the plan's fields, called as the
-        lowering calls it."""
-        if self.kind == "mean":
-            to, rr, ti = fields
-            return VS.mean_schedule(*self.args, to, ti, rr, "float16", double_buffer)
-        if self.kind == "reduce":
-            to, rr, ti = fields
-            return VS.reduce_schedule(*self.args[:3], to, ti, self.args[3], double_buffer, rr)
-        return self.schedule(*self.args, *fields, double_buffer)
+    def candidate_events(self, mod):
+        """The walker's events of a candidate's scheduled workload."""
+        from ..tir_schedules.walker import Walker
+
+        return Walker(mod["main"], self.valid).events()
 
 
 def operand_dtypes(desc: OpDesc, dtypes=None) -> tuple:
@@ -111,27 +84,47 @@ def geometry(desc: OpDesc, dtypes=None) -> Geometry:
     if desc.kind in ("binary", "activation"):
         shapes = tuple(pad4(t.shape) for t in desc.inputs)
         out = pad4(desc.output.shape)
-        dtypes = tuple(_key_dtype(d) for d in dts)
+        keys = tuple(_key_dtype(d) for d in dts)
         valid = {VS.operand_param(i): tuple(s) for i, s in enumerate(shapes)}
-        return Geometry(desc.kind, VS.elementwise_schedule, (desc, shapes, dtypes, out), RowPlan, (out[1], out[2]),
-                        valid)
+        return Geometry(desc.kind, lambda: VS.elementwise_workload(desc, shapes, keys, out),
+                        lambda sch, f, db: VS.elementwise_tile(sch, keys, *f, db),
+                        lambda f, db: VS.elementwise_schedule(desc, shapes, keys, out, *f, db),
+                        RowPlan, (out[1], out[2]), valid)
     if desc.kind == "layout":
         g = layout_geom(desc)
         args = (g.in_shape, g.out_shape, g.src, g.fixed, dtype_name(dts[0]),
                 dtype_name(storage_dtype(desc, desc.output)))
-        return Geometry("layout", LS.layout_schedule, args, RowPlan, (g.out_shape[1], g.out_shape[2]), {})
+        return Geometry("layout", lambda: LS.layout_workload(*args),
+                        lambda sch, f, db: LS.layout_tile(sch, args[4], *f, db),
+                        lambda f, db: LS.layout_schedule(*args, *f, db),
+                        RowPlan, (g.out_shape[1], g.out_shape[2]), {})
     shape = desc.inputs[0].shape
-    if desc.kind in ("mean", "reduce"):
+    if desc.kind in ("mean", "reduce"):  # fields (outer, chunk, inner)
         outer, red, inner = mean_axes(shape, desc.attrs["axis"])
-        args = (outer, red, inner) + ((desc.attrs["op"],) if desc.kind == "reduce" else ())
-        builder = VS.mean_schedule if desc.kind == "mean" else VS.reduce_schedule
-        return Geometry(desc.kind, builder, args, MeanPlan, (outer, red, inner), {})
+        if desc.kind == "mean":
+            return Geometry("mean", lambda: VS.mean_workload(outer, red, inner, "float16"),
+                            lambda sch, f, db: VS.reduction_tile(sch, "msum", inner, f[0], f[2], f[1], ACC, db),
+                            lambda f, db: VS.mean_schedule(outer, red, inner, f[0], f[2], f[1], "float16", db),
+                            MeanPlan, (outer, red, inner), {})
+        op = desc.attrs["op"]
+        scope = ACC if op == "sum" else ACT
+        return Geometry("reduce", lambda: VS.reduce_workload(outer, red, inner, op),
+                        lambda sch, f, db: VS.reduction_tile(sch, f"r{op}", inner, f[0], f[2], f[1], scope, db),
+                        lambda f, db: VS.reduce_schedule(outer, red, inner, f[0], f[2], op, db, f[1]),
+                        MeanPlan, (outer, red, inner), {})
     rows, length = math.prod(shape[:-1]), shape[-1]
     if desc.kind == "softmax":
-        return Geometry("softmax", VS.softmax_schedule, (rows, length, _key_dtype(dts[0])), SoftmaxPlan, (rows,), {})
+        key = _key_dtype(dts[0])
+        return Geometry("softmax", lambda: VS.softmax_workload(rows, length, key),
+                        lambda sch, f, db: VS.softmax_tile(sch, key, *f, db),
+                        lambda f, db: VS.softmax_schedule(rows, length, key, *f, db),
+                        SoftmaxPlan, (rows,), {})
     if desc.kind == "layer_norm":
-        return Geometry("layer_norm", VS.layer_norm_schedule, (rows, length, desc.attrs["epsilon"]), SoftmaxPlan,
-                        (rows,), {})
+        eps = desc.attrs["epsilon"]
+        return Geometry("layer_norm", lambda: VS.layer_norm_workload(rows, length, eps),
+                        lambda sch, f, db: VS.layer_norm_tile(sch, *f, db),
+                        lambda f, db: VS.layer_norm_schedule(rows, length, eps, *f, db),
+                        SoftmaxPlan, (rows,), {})
     raise ValueError(f"no vector design space for operator kind {desc.kind!r}")
 
 
@@ -140,36 +133,14 @@ def tunable(desc: OpDesc) -> bool:
 
 
 def fields_of(plan) -> tuple:
-    if isinstance(plan, MeanPlan):
-        return (plan.outer, plan.chunk, plan.inner)
-    return (plan.t1, plan.t2) if isinstance(plan, RowPlan) else (plan.rows,)
-
-
-def illegal(desc: OpDesc, plan) -> str | None:
-    """Why a reduction plan is not one the lowering takes (a partial row or a chunked reduction tiles
-    one outer row at a time; a chunked reduction one inner column), None if it is."""
-    if not isinstance(plan, MeanPlan):
-        return None
-    outer, red, inner = mean_axes(desc.inputs[0].shape, desc.attrs["axis"])
-    to, rr, ti = plan.outer, plan.chunk, plan.inner
-    if not (1 <= rr <= red and 1 <= ti <= inner and 1 <= to <= outer):
-        return f"{plan.to_dict()} is outside {outer} x {red} x {inner}"
-    if desc.kind == "mean" and (rr, ti) != (red, inner):
-        return f"a float mean reduces whole rows: {plan.to_dict()}"
-    if (ti < inner or rr < red) and to != 1 or rr < red and ti != 1:
-        return f"{plan.to_dict()}: a partial row or a chunked reduction takes one outer row per tile"
-    return None
-
-
-def make_plan(plan_type: type, fields, double_buffer: bool):
-    return plan_type(*fields, double_buffer)
+    return tuple(getattr(plan, n) for n in FIELD_NAMES[type(plan)])
 
 
 FIELD_NAMES = {RowPlan: ("t1", "t2"), SoftmaxPlan: ("rows",), MeanPlan: ("outer", "chunk", "inner")}
 
 
 def workload_func(desc: OpDesc, dtypes=None) -> tvm.tirx.PrimFunc:
-    return geometry(desc, dtypes).workload_func()
+    return geometry(desc, dtypes).workload()
 
 
 def plan_of_schedule(sch: s_tir.Schedule, double_buffer: bool = True):
@@ -182,7 +153,7 @@ def plan_of_schedule(sch: s_tir.Schedule, double_buffer: bool = True):
     cls = {c.family: c for c in FIELD_NAMES}.get(family)
     if cls is None or any(f"npu.{n}" not in ann for n in FIELD_NAMES[cls]):
         return None
-    return make_plan(cls, [int(ann[f"npu.{n}"]) for n in FIELD_NAMES[cls]], double_buffer)
+    return cls(*[int(ann[f"npu.{n}"]) for n in FIELD_NAMES[cls]], double_buffer)
 
 
 def tile_counts(extent: int) -> tuple[int, ...]:
@@ -205,7 +176,7 @@ class VectorSpace:
         out = [()]
         for vals in self.values:
             out = [p + (v,) for p in out for v in vals]
-        return [make_plan(self.geom.plan_type, p, self.double_buffer) for p in out]
+        return [self.geom.plan_type(*p, self.double_buffer) for p in out]
 
     def _apply(self, sch: s_tir.Schedule, plan=None) -> None:
         fields = []
@@ -230,12 +201,6 @@ class VectorSpace:
         sch = s_tir.Schedule(mod)
         self._apply(sch, plan)
         return sch
-
-    def events(self, plan):
-        """The compile path's walked events for `plan` (what a candidate's TIR must give)."""
-        from ..lowering.emit import vector_events
-
-        return vector_events(self.geom.scheduled, fields_of(plan), self.double_buffer)
 
 
 def space_of(desc: OpDesc, config, double_buffer: bool = True, dtypes=None) -> VectorSpace:
@@ -269,18 +234,11 @@ def space_of(desc: OpDesc, config, double_buffer: bool = True, dtypes=None) -> V
             if geom.plan_type is MeanPlan:
                 fields[1] = (fixed.get(1) or (1,))[0]
             fields[k] = v
-            if not over_budget(config, needs(desc, make_plan(geom.plan_type, fields, double_buffer), config, dts)):
+            if not over_budget(config, needs(desc, geom.plan_type(*fields, double_buffer), config, dts)):
                 ok.append(v)
         values.append(tuple(ok) or (1,))
     return VectorSpace(geom, tuple(values), double_buffer)
 
 
-def candidate_events(mod, desc: OpDesc, dtypes=None):
-    """The walker's events of a candidate's scheduled workload."""
-    from ..tir_schedules.walker import Walker
-
-    return Walker(mod["main"], geometry(desc, dtypes).valid).events()
-
-
-__all__ = ["VECTOR_KINDS", "VectorSpace", "candidate_events", "geometry", "illegal", "operand_dtypes",
+__all__ = ["VECTOR_KINDS", "VectorSpace", "geometry", "operand_dtypes",
            "plan_of_schedule", "space_of", "tile_counts", "tunable", "workload_func"]
